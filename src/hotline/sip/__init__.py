@@ -1,0 +1,1 @@
+"""Sans-IO SIP: messages, transactions, dialogs, SDP, digest auth. No sockets, no clocks here."""
