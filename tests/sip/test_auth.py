@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -604,3 +610,221 @@ def test_lockout_with_the_challenger_end_to_end() -> None:
     assert [attempt("guess", T0 + i) for i in range(4)] == ["wrong_password"] * 3 + ["locked"]
     assert attempt("s3cret", T0 + 10) == "locked"  # even the right password waits out the lock
     assert attempt("s3cret", T0 + 700) == "ok"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Other implementations: httpx's digest client, SIPp as registering phone and as verifying registrar
+
+
+@pytest.mark.parametrize("algorithm", ["MD5", "SHA-256"])
+@pytest.mark.parametrize(("password", "expected"), [("s3cret", 200), ("guess", 403)])
+def test_httpx_digest_client_against_our_challenger(algorithm: str, password: str, expected: int) -> None:
+    challenger = DigestChallenger(SECRET, REALM, algorithms=(algorithm,))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return httpx.Response(401, headers={"WWW-Authenticate": challenger.challenges(T0)[0]})
+        uri = request.url.raw_path.decode()
+        result = challenger.verify(request.method, authorization, "s3cret", T0 + 1, request_uri=uri)
+        return httpx.Response(200 if result.ok else 403)
+
+    auth = httpx.DigestAuth("1001", password)
+    with httpx.Client(transport=httpx.MockTransport(handler), auth=auth) as http:
+        assert http.get("http://hotline.test/dir/index.html?x=1").status_code == expected
+
+
+SIPP = shutil.which("sipp")
+needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp is not installed")
+
+SIPP_REGISTER_UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register with digest">
+  <send retrans="500"><![CDATA[
+
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:1001@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1001@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:1001@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:1001@[remote_ip]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1001@[remote_ip]>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:1001@[local_ip]:[local_port]>
+[authentication username=1001 password=PASSWORD]
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+SIPP_VERIFYING_REGISTRAR = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="registrar that verifies digest">
+  <recv request="REGISTER"/>
+  <send><![CDATA[
+
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: Digest realm="sipp.test", nonce="0a4f113b2c3d", qop="auth", algorithm=MD5
+Content-Length: 0
+
+]]></send>
+  <recv request="REGISTER">
+    <action><verifyauth assign_to="authvalid" username="1001" password="s3cret"/></action>
+  </recv>
+  <nop hide="true" test="authvalid" next="good"/>
+  <send next="end"><![CDATA[
+
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="good"/>
+  <send><![CDATA[
+
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="end"/>
+</scenario>
+"""
+
+
+def _sip_head(datagram: bytes) -> tuple[str, list[tuple[str, str]]]:
+    lines = datagram.decode("utf-8").split("\r\n\r\n", 1)[0].split("\r\n")
+    return lines[0], [(n.strip(), v.strip()) for n, _, v in (line.partition(":") for line in lines[1:])]
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.integration
+@needs_sipp
+@pytest.mark.parametrize(("password", "sipp_succeeds"), [("s3cret", True), ("guess", False)])
+def test_sipp_registers_against_our_challenger(tmp_path: Path, password: str, sipp_succeeds: bool) -> None:
+    """SIPp computes the digest; our default challenges (MD5 first) must suit such a client."""
+    challenger = DigestChallenger(SECRET, "sipp.test")
+    scenario = tmp_path / "uac.xml"
+    scenario.write_text(SIPP_REGISTER_UAC.replace("PASSWORD", password))
+    statuses: list[AuthStatus] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(10)
+        command = [SIPP or "sipp", "-sf", str(scenario), "-m", "1", "-timeout", "10s", "-i", "127.0.0.1"]
+        command += ["-p", "0", "-nostdin", f"127.0.0.1:{server.getsockname()[1]}"]
+        with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as sipp:
+            try:
+                for _ in range(2):
+                    data, peer = server.recvfrom(65535)
+                    request_line, headers = _sip_head(data)
+                    copied = [
+                        f"{n}: {v}"
+                        for n, v in headers
+                        if n.lower() in {"via", "from", "to", "call-id", "cseq"}
+                    ]
+                    authorization = next((v for n, v in headers if n.lower() == "authorization"), None)
+                    if authorization is None:
+                        extra = [f"WWW-Authenticate: {c}" for c in challenger.challenges(time.time())]
+                        status = "401 Unauthorized"
+                    else:
+                        result = challenger.verify(
+                            "REGISTER",
+                            authorization,
+                            "s3cret",
+                            time.time(),
+                            request_uri=request_line.split()[1],
+                        )
+                        statuses.append(result.status)
+                        extra, status = [], "200 OK" if result.ok else "403 Forbidden"
+                    response = ["SIP/2.0 " + status, *copied, *extra, "Content-Length: 0", "", ""]
+                    server.sendto("\r\n".join(response).encode(), peer)
+            finally:
+                returncode = sipp.wait(timeout=20)
+    expected = AuthStatus.OK if sipp_succeeds else AuthStatus.WRONG_PASSWORD
+    assert statuses == [expected]
+    assert (returncode == 0) is sipp_succeeds
+
+
+@pytest.mark.integration
+@needs_sipp
+@pytest.mark.parametrize(("password", "final"), [("s3cret", "200 OK"), ("guess", "403 Forbidden")])
+def test_our_client_against_a_sipp_registrar_that_verifies(tmp_path: Path, password: str, final: str) -> None:
+    scenario = tmp_path / "uas.xml"
+    scenario.write_text(SIPP_VERIFYING_REGISTRAR)
+    sipp_port = _free_udp_port()
+    command = [SIPP or "sipp", "-sf", str(scenario), "-m", "1", "-timeout", "10s", "-i", "127.0.0.1"]
+    command += ["-p", str(sipp_port), "-nostdin"]
+    client = DigestClient("1001", password)
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as phone,
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as sipp,
+    ):
+        phone.bind(("127.0.0.1", 0))
+        phone.settimeout(0.25)
+        local_port = phone.getsockname()[1]
+        uri = f"sip:127.0.0.1:{sipp_port}"
+
+        def register(cseq: int, authorization: str | None) -> tuple[str, list[tuple[str, str]]]:
+            lines = [
+                f"REGISTER {uri} SIP/2.0",
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK-auth-{cseq}",
+                "From: <sip:1001@127.0.0.1>;tag=hotline1",
+                "To: <sip:1001@127.0.0.1>",
+                "Call-ID: auth-test@127.0.0.1",
+                f"CSeq: {cseq} REGISTER",
+                f"Contact: <sip:1001@127.0.0.1:{local_port}>",
+                "Max-Forwards: 70",
+                *([f"Authorization: {authorization}"] if authorization else []),
+                "Content-Length: 0",
+                "",
+                "",
+            ]
+            # Retransmit like a UDP client until SIPp (still starting up at first) answers.
+            for _ in range(40):
+                phone.sendto("\r\n".join(lines).encode(), ("127.0.0.1", sipp_port))
+                try:
+                    return _sip_head(phone.recvfrom(65535)[0])
+                except TimeoutError:
+                    continue
+            raise AssertionError("SIPp did not answer")
+
+        try:
+            status_line, headers = register(1, None)
+            assert status_line == "SIP/2.0 401 Unauthorized"
+            challenges = [v for n, v in headers if n.lower() == "www-authenticate"]
+            final_line, _ = register(2, client.authorize(challenges, "REGISTER", uri))
+        finally:
+            sipp.wait(timeout=20)
+    assert final_line == f"SIP/2.0 {final}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from aiortc import RTCPeerConnection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -174,6 +175,21 @@ def test_real_world_sdp_survives_parse_and_build_byte_for_byte(text: str) -> Non
     assert parse_sdp(text.encode()).encode() == text.encode()
 
 
+async def test_aiortc_offer_passes_through_unchanged() -> None:
+    """The browser-agent path hands aiortc's SDP through our parser; nothing may be lost or reordered."""
+    peer = RTCPeerConnection()
+    try:
+        peer.addTransceiver("audio")
+        peer.createDataChannel("cti")
+        offer = await peer.createOffer()
+    finally:
+        await peer.close()
+    sd = parse_sdp(offer.sdp)
+    assert str(sd) == offer.sdp
+    assert [m.media for m in sd.media] == ["audio", "application"]
+    assert sd.media[0].has_attribute("fingerprint") and sd.media[0].has_attribute("ice-ufrag")
+
+
 def test_lf_only_line_endings_are_accepted_and_built_with_crlf() -> None:
     sd = parse_sdp(YEALINK_OFFER.replace("\r\n", "\n"))
     assert str(sd) == YEALINK_OFFER
@@ -296,8 +312,8 @@ def test_malformed_sdp_raises_sdp_error_with_a_reason(text: str, reason: str) ->
     with pytest.raises(SdpError) as info:
         parse_sdp(text)
     assert reason in info.value.reason
-    assert isinstance(info.value, ValueError)
     assert info.value.status == 488
+    assert isinstance(info.value, ValueError)  # callers may catch ValueError
 
 
 def test_direction_setter_replaces_in_place() -> None:
@@ -397,7 +413,7 @@ def session_descriptions(draw: st.DrawFn) -> SessionDescription:
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(session_descriptions())
 def test_build_then_parse_gives_the_same_description(sd: SessionDescription) -> None:
     text = str(sd)
