@@ -31,6 +31,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from hotline.sip.message import Request, Response, StreamFramer, make_response, new_tag, parse
+from hotline.sip.transaction import Address as TransactionAddress
+from hotline.sip.transaction import Event, RequestReceived, ResponseReceived, TransactionLayer
 from hotline.sip.transport import (
     Destination,
     Source,
@@ -614,18 +616,38 @@ def _closed_port(host: str) -> int:
 
 
 async def test_send_nowait_reports_connect_failures(layers: list[TransportLayer]) -> None:
-    failures: asyncio.Queue[tuple[Destination, str]] = asyncio.Queue()
+    failures: asyncio.Queue[tuple[object, str]] = asyncio.Queue()
     layer = TransportLayer(lambda m, s: None, on_send_failure=lambda d, r: failures.put_nowait((d, r)))
     layers.append(layer)
     await layer.listen("TCP", "127.0.0.1", 0)
     port = _closed_port("127.0.0.1")
-    layer.send_nowait(request_bytes(), ("TCP", "127.0.0.1", port))
+    unreachable = TransactionAddress("127.0.0.1", port, "TCP")
+    layer.send_nowait(request_bytes(), unreachable)
     destination, reason = await asyncio.wait_for(failures.get(), WAIT)
-    assert destination == Destination(Transport.TCP, "127.0.0.1", port) and "connect" in reason
+    assert destination is unreachable and "connect" in reason  # as given: ready for transport_failed()
     with pytest.raises(TransportError):  # WebSocket peers cannot be dialled
         layer.send_nowait(request_bytes(), ("WS", "127.0.0.1", port))
     with pytest.raises(TransportError):  # no UDP listener to send from
         layer.send_nowait(request_bytes(), ("UDP", "127.0.0.1", port))
+
+
+async def test_connection_limit_refuses_new_connections_only(layers: list[TransportLayer]) -> None:
+    layer, _ = await responder_layer(max_connections=1)
+    layers.append(layer)
+    point = await layer.listen("TCP", "127.0.0.1", 0)
+    first = await StreamClient.open("127.0.0.1", point.port)
+    second = None
+    try:
+        await first.send(request_bytes())
+        assert as_response(await first.receive()).status == 200
+        second = await StreamClient.open("127.0.0.1", point.port)
+        assert await second.closed_by_server()
+        await first.send(request_bytes())
+        assert as_response(await first.receive()).status == 200
+    finally:
+        await first.close()
+        if second is not None:
+            await second.close()
 
 
 # --- TLS ------------------------------------------------------------------------------------------------
@@ -666,6 +688,29 @@ async def test_tls_handshake_and_exchange(
     layers.append(untrusting)
     with pytest.raises(TransportError, match="certificate"):
         await untrusting.send(request_bytes(), ("TLS", host, point.port))
+
+
+async def test_tls_connect_is_bounded_by_the_connect_timeout(
+    certificate: tuple[Path, Path], layers: list[TransportLayer]
+) -> None:
+    # A peer that accepts TCP but never answers the TLS handshake (writers kept so nothing closes them).
+    accepted: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda reader, writer: accepted.append(writer), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    layer = TransportLayer(
+        lambda m, s: None, tls_client_context=client_tls_context(ca_path=certificate[0]), connect_timeout=0.3
+    )
+    layers.append(layer)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TransportError, match="timed out"):
+            await layer.send(request_bytes(), ("TLS", "127.0.0.1", port))
+        assert asyncio.get_running_loop().time() - started < WAIT
+        assert layer.connections == []
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
 
 
 def test_tls_configuration_errors_are_sentences(tmp_path: Path) -> None:
@@ -795,6 +840,46 @@ def test_all_transports_side_by_side_under_uvloop(certificate: tuple[Path, Path]
             await layer.close()
 
     uvloop.run(asyncio.wait_for(scenario(), 20))
+
+
+# --- with the real transaction layer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+async def test_transaction_layers_talk_through_the_driver(
+    transport: str, layers: list[TransportLayer]
+) -> None:
+    """The glue the SIP stack will use: send_nowait as send, local_address_for as sent_by."""
+    loop = asyncio.get_running_loop()
+    events: dict[str, asyncio.Queue[Event]] = {"uac": asyncio.Queue(), "uas": asyncio.Queue()}
+
+    def stack(name: str) -> tuple[TransportLayer, TransactionLayer]:
+        def deliver(message: Request | Response, source: Source) -> None:
+            address = TransactionAddress(source.host, source.port, str(source.transport))
+            for event in transactions.receive(message, address, loop.time()):
+                events[name].put_nowait(event)
+
+        driver = TransportLayer(deliver)
+        transactions = TransactionLayer(driver.send_nowait, sent_by=driver.local_address_for)
+        layers.append(driver)
+        return driver, transactions
+
+    uac_driver, uac = stack("uac")
+    uas_driver, uas = stack("uas")
+    await uac_driver.listen(transport, "127.0.0.1", 0)
+    uas_point = await uas_driver.listen(transport, "127.0.0.1", 0)
+
+    request = parse(request_bytes()).copy()
+    assert isinstance(request, Request)
+    request.headers.remove("Via")  # the transaction layer adds its own, from sent_by
+    uac.send_request(request, TransactionAddress("127.0.0.1", uas_point.port, transport), loop.time())
+
+    arrived = await asyncio.wait_for(events["uas"].get(), WAIT)
+    assert isinstance(arrived, RequestReceived) and arrived.transaction is not None
+    assert arrived.request.via.port == uac_driver.listen_points[0].port
+    uas.respond(arrived.transaction, make_response(arrived.request, 200, to_tag=new_tag()), loop.time())
+    answered = await asyncio.wait_for(events["uac"].get(), WAIT)
+    assert isinstance(answered, ResponseReceived) and answered.response.status == 200
 
 
 # --- addresses ------------------------------------------------------------------------------------------

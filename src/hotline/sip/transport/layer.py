@@ -46,8 +46,9 @@ log = get_logger("hotline.sip.transport")
 
 Message = Request | Response
 MessageHandler = Callable[[Message, Source], None]
-SendFailureHandler = Callable[[Destination, str], None]
 DestinationLike = Destination | tuple[str, str, int] | AddressLike | Connection | Source
+# Called with the destination exactly as given to send_nowait (e.g. the transaction layer's Address).
+SendFailureHandler = Callable[[DestinationLike, str], None]
 
 _PING_PONG = b"\r\n"
 _MAX_UDP_PAYLOAD = {socket.AF_INET: 65_507, socket.AF_INET6: 65_527}
@@ -432,13 +433,13 @@ class TransportLayer:
         data = message if isinstance(message, bytes) else message.encode()
         if self._send_now(data, destination):
             return
-        target = _destination(destination)
-        self._spawn(self._send_later(data, target))
+        self._spawn(self._send_later(data, destination))
 
-    async def _send_later(self, data: bytes, target: Destination) -> None:
+    async def _send_later(self, data: bytes, destination: DestinationLike) -> None:
         try:
-            await self.send(data, target)
+            await self.send(data, destination)
         except TransportError as error:
+            target = _destination(destination)
             log.info(
                 "sip.send_failed",
                 transport=str(target.transport),
@@ -448,7 +449,7 @@ class TransportLayer:
             )
             if self.on_send_failure is not None:
                 try:
-                    self.on_send_failure(target, str(error))
+                    self.on_send_failure(destination, str(error))
                 except Exception:
                     log.exception("sip.send_failure_handler_failed")
 
@@ -483,7 +484,7 @@ class TransportLayer:
             raise TransportError(f"{len(data)} bytes do not fit in a UDP datagram; send it over TCP")
         if listener.transport.is_closing():
             raise TransportError("the UDP socket is closed")
-        listener.transport.sendto(data, (normalize_host(remote[0]), remote[1]))
+        listener.transport.sendto(data, (strip_brackets(remote[0]), remote[1]))
 
     async def _resolve(self, target: Destination) -> Address:
         loop = asyncio.get_running_loop()
