@@ -50,19 +50,6 @@ class Transport(enum.StrEnum):
     def is_secure(self) -> bool:
         return self in (Transport.TLS, Transport.WSS)
 
-    @property
-    def default_port(self) -> int:
-        return _DEFAULT_PORTS[self]
-
-
-_DEFAULT_PORTS = {
-    Transport.UDP: 5060,
-    Transport.TCP: 5060,
-    Transport.TLS: 5061,
-    Transport.WS: 80,
-    Transport.WSS: 443,
-}
-
 
 class ListenPoint(NamedTuple):
     """A (transport, host, port) the layer listens on. Port 0 asks the system for a free port."""

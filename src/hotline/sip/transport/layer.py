@@ -368,7 +368,7 @@ class TransportLayer:
         try:
             message = parse(data, max_size=self.max_message_size)
             if isinstance(message, Request):
-                stamp_received(message, source.remote)
+                stamp_received(message, source.remote, source.transport)
         except ParseError as error:
             self._reject(data, error, source)
             return

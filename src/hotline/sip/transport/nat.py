@@ -1,8 +1,8 @@
 """What the transport does for peers behind NAT.
 
-- `stamp_received(request, remote)`: RFC 3261 §18.2.1 and RFC 3581 §4 on the top Via of a received request:
-  `received=` when the sent-by host is not the packet's source address, and, when the Via carries an empty
-  `rport`, `rport=<source port>` plus `received=` (always, as RFC 3581 requires).
+- `stamp_received(request, remote, transport)`: RFC 3261 §18.2.1 and RFC 3581 §4 on the top Via of a received
+  request, with the transaction layer's `stamp_via`: `received=` when the sent-by host is not the packet's
+  source address, and, when the Via carries an empty `rport`, `rport=<source port>` plus `received=`.
 - `stun_binding_response(data, remote)`: the answer to a STUN Binding request arriving on the SIP UDP port,
   the keep-alive of RFC 5626 §4.4.2 (RFC 8489 message format, XOR-MAPPED-ADDRESS); None for anything else.
 - `is_keepalive(data)`: a datagram or WebSocket message of only CR, LF, space or NUL (what phones send to
@@ -16,7 +16,9 @@ import struct
 
 from hotline.sip.headers import parse_via
 from hotline.sip.message import Request
-from hotline.sip.transport.addresses import normalize_host, parse_ip, same_host
+from hotline.sip.transaction import Address as TransactionAddress
+from hotline.sip.transaction import stamp_via
+from hotline.sip.transport.addresses import normalize_host, parse_ip
 
 STUN_MAGIC_COOKIE = 0x2112A442
 _STUN_HEADER = struct.Struct("!HHI12s")
@@ -26,24 +28,16 @@ _XOR_MAPPED_ADDRESS = 0x0020
 _KEEPALIVE_BYTES = frozenset(b"\r\n \x00")
 
 
-def stamp_received(request: Request, remote: tuple[str, int]) -> None:
+def stamp_received(request: Request, remote: tuple[str, int], transport: str) -> None:
     """Add received=/rport= to the request's top Via, in place. Raises ParseError for an unreadable Via."""
     via_values = request.headers.get_all("Via")
     if not via_values:
         return
     top = parse_via(via_values[0])
-    source_host, source_port = normalize_host(remote[0]), remote[1]
-    changed = False
-    if top.rport is not None and top.rport <= 0:
-        top.params["rport"] = str(source_port)
-        top.params["received"] = source_host
-        changed = True
-    elif not same_host(top.host, source_host) and top.params.get("received") != source_host:
-        top.params["received"] = source_host
-        changed = True
-    if not changed:
+    stamped = stamp_via(top, TransactionAddress(normalize_host(remote[0]), remote[1], transport))
+    if stamped is top:
         return
-    request.headers.set("Via", str(top))
+    request.headers.set("Via", str(stamped))
     for value in via_values[1:]:
         request.headers.add("Via", value)
 
