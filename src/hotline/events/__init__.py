@@ -1,0 +1,93 @@
+"""Domain events and the bus.
+
+Models (`hotline.events.models`): `CallStarted`, `CallAnswered`, `CallQueued`, `CallDequeued`, `CallOffered`,
+`CallOfferFailed`, `CallHeld`, `CallResumed`, `CallTransferred`, `CallDataChanged`, `CallEnded`,
+`IvrNodeEntered`, `IvrNodeExited`, `LegCreated`, `LegAnswered`, `LegEnded`, `RecordingStarted`,
+`RecordingStopped`, `AgentStateChanged`, `AgentWrapupEnded`; `parse_event`, `EVENT_TYPES`, `EndCause`.
+
+Bus (`hotline.events.bus`): `EventBus` (interface), `InProcessBus`, `Subscription`, `EventsMissed`.
+
+Ids (`hotline.events.ids`): `new_id()` (UUIDv7 text), `BOOT_ID`.
+"""
+
+from hotline.events.bus import (
+    EventBus,
+    EventNotLogged,
+    EventsMissed,
+    InProcessBus,
+    Subscription,
+    SubscriptionClosed,
+)
+from hotline.events.ids import BOOT_ID, new_id, uuid7
+from hotline.events.models import (
+    EVENT_TYPES,
+    AgentState,
+    AgentStateChanged,
+    AgentWrapupEnded,
+    AnyEvent,
+    CallAnswered,
+    CallDataChanged,
+    CallDequeued,
+    CallEnded,
+    CallEvent,
+    CallHeld,
+    CallOffered,
+    CallOfferFailed,
+    CallQueued,
+    CallResumed,
+    CallStarted,
+    CallTransferred,
+    EndCause,
+    Event,
+    IvrNodeEntered,
+    IvrNodeExited,
+    LegAnswered,
+    LegCreated,
+    LegEnded,
+    RecordingStarted,
+    RecordingStopped,
+    elapsed_seconds,
+    event_call_id,
+    parse_event,
+)
+
+__all__ = [
+    "BOOT_ID",
+    "EVENT_TYPES",
+    "AgentState",
+    "AgentStateChanged",
+    "AgentWrapupEnded",
+    "AnyEvent",
+    "CallAnswered",
+    "CallDataChanged",
+    "CallDequeued",
+    "CallEnded",
+    "CallEvent",
+    "CallHeld",
+    "CallOfferFailed",
+    "CallOffered",
+    "CallQueued",
+    "CallResumed",
+    "CallStarted",
+    "CallTransferred",
+    "EndCause",
+    "Event",
+    "EventBus",
+    "EventNotLogged",
+    "EventsMissed",
+    "InProcessBus",
+    "IvrNodeEntered",
+    "IvrNodeExited",
+    "LegAnswered",
+    "LegCreated",
+    "LegEnded",
+    "RecordingStarted",
+    "RecordingStopped",
+    "Subscription",
+    "SubscriptionClosed",
+    "elapsed_seconds",
+    "event_call_id",
+    "new_id",
+    "parse_event",
+    "uuid7",
+]
