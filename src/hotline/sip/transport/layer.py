@@ -222,17 +222,16 @@ class TransportLayer:
 
     def find_connection(self, destination: DestinationLike) -> Connection | None:
         """The open connection to a stream destination (by transport and remote address), if any."""
+        connection: Connection | None
         if isinstance(destination, Connection):
-            return None if destination.closed else destination
-        if isinstance(destination, Source):
-            return (
-                destination.connection
-                if destination.connection and not destination.connection.closed
-                else None
-            )
-        target = _destination(destination)
-        connection = self._connections.get(_key(target))
+            connection = destination
+        elif isinstance(destination, Source):
+            connection = destination.connection
+        else:
+            connection = self._connections.get(_key(_destination(destination)))
         return connection if connection is not None and not connection.closed else None
+
+    # StreamHooks: what each TCP/TLS StreamProtocol reports.
 
     def stream_opened(self, connection: StreamConnection) -> bool:
         return self._connection_opened(connection)
