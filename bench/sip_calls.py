@@ -16,12 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.procstat import cpu_seconds, rss_bytes  # noqa: E402
-from tests.integration.peers import HotlineServer, free_port, run_sipp  # noqa: E402
+from bench.procstat import cpu_seconds, rss_bytes
+from tests.integration.peers import HotlineServer, free_port, run_sipp
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rates", default="100,300,500", help="comma-separated calls/s")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each step")
     parser.add_argument("--number", default="9198", help="number dialled (the silent test number)")
@@ -29,7 +31,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        print(f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>7} {'fail %':>7} {'CPU ms/call':>12} {'RSS MB':>7}")
+        print(
+            f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>7} {'fail %':>7} {'CPU ms/call':>12} {'RSS MB':>7}"
+        )
         for rate in [int(r) for r in args.rates.split(",")]:
             server = HotlineServer(data_dir=workdir / f"data-{rate}", command="demo").start()
             assert server.process is not None
@@ -40,15 +44,24 @@ def main() -> int:
             result = run_sipp(
                 [
                     f"127.0.0.1:{server.sip_port}",
-                    "-sn", "uac",
-                    "-s", args.number,
-                    "-i", "127.0.0.1",
-                    "-p", str(free_port()),
-                    "-r", str(rate),
-                    "-m", str(calls),
-                    "-l", str(rate * 10),
-                    "-d", "1000",
-                    "-timeout", f"{args.seconds + 60}s",
+                    "-sn",
+                    "uac",
+                    "-s",
+                    args.number,
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(free_port()),
+                    "-r",
+                    str(rate),
+                    "-m",
+                    str(calls),
+                    "-l",
+                    str(rate * 10),
+                    "-d",
+                    "1000",
+                    "-timeout",
+                    f"{args.seconds + 60}s",
                 ],
                 cwd=workdir,
                 timeout=args.seconds + 120,

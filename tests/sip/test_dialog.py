@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -46,7 +49,9 @@ from hotline.sip.transaction import (
     TransportError,
     next_hop,
 )
+from hotline.sip.transport import Source, TransportLayer
 from hotline.sip.uri import SipURI, parse_uri
+from tests.integration.peers import free_port, run_sipp
 
 INVITE_VIA_PROXIES = (
     "INVITE sip:bob@192.0.2.20:5060 SIP/2.0\r\n"
@@ -531,6 +536,19 @@ def test_uac_reads_the_timer_from_the_2xx() -> None:
     assert timer is not None and timer.we_refresh and timer.interval == 900
     assert timer.refresh_at == 550.0 and timer.expires_at == 100 + 900 - 32
     assert negotiate_uac(make_response(invite, 200, to_tag="b"), now=0.0) is None
+    # a dialog without session timers tolerates a peer that imposes one, with or without now
+    alice, _, _ = uac_dialog()
+    reinvite = alice.create_request("INVITE")
+    imposed = make_response(
+        reinvite, 200, to_tag="bobtag", headers=[("Session-Expires", "900;refresher=uas")]
+    )
+    alice.receive_response(imposed)
+    assert alice.session_timer is None
+    alice.receive_response(imposed, now=3.0)
+    assert alice.session_timer is not None and not alice.session_timer.we_refresh
+    alice.session_settings = SessionTimerSettings()
+    with pytest.raises(ValueError):
+        alice.receive_response(imposed)
     assert parse_session_expires("1800 ; refresher=UAS").refresher == "uas"
     with pytest.raises(ParseError):
         parse_session_expires("1800;refresher=both")
@@ -650,19 +668,30 @@ class Network:
 
 
 class Phone:
-    """A minimal UA core on top of the transaction layer and dialogs: what the switch will do, in small."""
+    """A minimal UA core on top of the transaction layer and dialogs: what the switch will do, in small.
 
-    def __init__(self, network: Network, name: str, host: str, session: SessionTimerSettings | None = None):
-        self.network = network
+    It runs on the fake `Network` (`Phone.on(network, ...)`) or on a real transport: it only needs a clock,
+    a send function and its own address."""
+
+    def __init__(
+        self,
+        name: str,
+        address: Address,
+        *,
+        clock: Callable[[], float],
+        send: Callable[[Request | Response, Address], None],
+        sent_by: Callable[[Address], tuple[str, int | None]],
+        session: SessionTimerSettings | None = None,
+        auto_answer: bool = False,
+    ) -> None:
         self.name = name
-        self.address = Address(host, 5060)
-        self.uri = SipURI(user=name, host=host, port=5060)
-        self.contact = f"<sip:{name}@{host}:5060>"
+        self.address = address
+        self.clock = clock
+        self.uri = SipURI(user=name, host=address.host, port=address.port)
+        self.contact = f"<sip:{name}@{address.host}:{address.port}>"
         self.session = session
-        self.layer = TransactionLayer(
-            lambda message, destination: network.send(self.address, message, destination),
-            sent_by=lambda destination: (host, 5060),
-        )
+        self.auto_answer = auto_answer
+        self.layer = TransactionLayer(send, sent_by=sent_by)
         self.dialogs = DialogTable()
         self.log: list[str] = []  # what reached this UA core, in order
         self.invite: Request | None = None
@@ -672,37 +701,52 @@ class Phone:
         self.refreshing: set[DialogId] = set()
         self.failures: list[Event] = []
         self.crashed = False
-        network.phones[self.address] = self
+
+    @classmethod
+    def on(cls, network: Network, name: str, host: str, session: SessionTimerSettings | None = None) -> Phone:
+        address = Address(host, 5060)
+        phone = cls(
+            name,
+            address,
+            clock=lambda: network.now,
+            send=lambda message, destination: network.send(address, message, destination),
+            sent_by=lambda destination: (host, 5060),
+            session=session,
+        )
+        network.phones[address] = phone
+        return phone
 
     @property
     def dialog(self) -> Dialog:
         (dialog,) = [d for d in self.dialogs if not d.terminated] or list(self.dialogs)
         return dialog
 
-    def call(self, callee: Phone) -> None:
+    def call(self, callee: Phone | SipURI) -> None:
+        target = callee.uri if isinstance(callee, Phone) else callee
         headers = self.session.request_headers() if self.session else []
         self.invite = build_request(
-            "INVITE", callee.uri, f"<sip:{self.name}@example.com>", f"<{callee.uri}>",
+            "INVITE", target, f"<sip:{self.name}@example.com>", f"<{target}>",
             contact=self.contact, headers=headers,
         )  # fmt: skip
-        self.invite_tx = self.layer.send_request(self.invite, next_hop(self.invite), self.network.now)
+        self.invite_tx = self.layer.send_request(self.invite, next_hop(self.invite), self.clock())
 
     def answer(self) -> None:
         for dialog_id, (tx, invite) in list(self.ringing.items()):
             dialog = self.dialogs.get(dialog_id)
             assert dialog is not None
-            self.layer.respond(tx, dialog.make_response(invite, 200, now=self.network.now), self.network.now)
+            now = self.clock()
+            self.layer.respond(tx, dialog.make_response(invite, 200, now=now), now)
             del self.ringing[dialog_id]
 
     def hang_up(self) -> None:
         if self.invite_tx is not None and self.dialog.state is not DialogState.CONFIRMED:
-            self.layer.cancel(self.invite_tx, self.network.now)
+            self.layer.cancel(self.invite_tx, self.clock())
         else:
             self.send_in_dialog(self.dialog, "BYE")
 
     def send_in_dialog(self, dialog: Dialog, method: str) -> None:
         request = dialog.create_request(method)
-        tx = self.layer.send_request(request, next_hop(request), self.network.now)
+        tx = self.layer.send_request(request, next_hop(request), self.clock())
         self.outgoing[tx] = dialog
 
     def next_deadline(self) -> float | None:
@@ -732,7 +776,7 @@ class Phone:
                 self.send_in_dialog(dialog, "UPDATE")
 
     def handle(self, events: list[Event]) -> None:
-        now = self.network.now
+        now = self.clock()
         for event in events:
             if isinstance(event, RequestReceived):
                 self.on_request(event.request, event.transaction, now)
@@ -765,6 +809,8 @@ class Phone:
             self.dialogs.add(dialog)
             self.ringing[dialog.id] = (tx, request)
             self.layer.respond(tx, dialog.make_response(request, 180), now)
+            if self.auto_answer:
+                self.answer()
             return
         dialog = self.dialogs.match_request(request)
         if dialog is None:
@@ -808,8 +854,8 @@ def two_phones(session: SessionTimerSettings | None = None) -> tuple[Network, Ph
     network = Network()
     return (
         network,
-        Phone(network, "alice", "192.0.2.10", session),
-        Phone(network, "bob", "192.0.2.20", session),
+        Phone.on(network, "alice", "192.0.2.10", session),
+        Phone.on(network, "bob", "192.0.2.20", session),
     )
 
 
@@ -908,3 +954,106 @@ def test_session_timers_keep_a_live_call_and_end_a_dead_one() -> None:
     # the BYE got no answer: Timer F ended its transaction; nothing is left hanging
     assert [e.timer for e in bob.failures if isinstance(e, TransactionTimeout)] == ["F"]
     assert len(bob.layer) == 0
+
+
+# --- real peers: SIPp over UDP on 127.0.0.1, through the real transport layer ---------------------------
+
+needs_sipp = pytest.mark.skipif(shutil.which("sipp") is None, reason="sipp is not installed")
+
+
+class LiveDriver:
+    """Runs a Phone on the asyncio transport with the loop's clock: the glue a SIP stack needs, in small."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport = TransportLayer(self.on_message)
+        self.phone: Phone | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def start(self, name: str, *, auto_answer: bool) -> Phone:
+        point = await self.transport.listen("UDP", "127.0.0.1", 0)
+        self.phone = Phone(
+            name,
+            Address("127.0.0.1", point.port),
+            clock=self.loop.time,
+            send=self.transport.send_nowait,
+            sent_by=self.transport.local_address_for,
+            auto_answer=auto_answer,
+        )
+        return self.phone
+
+    def on_message(self, message: Request | Response, source: Source) -> None:
+        assert self.phone is not None
+        address = Address(source.host, source.port, str(source.transport))
+        self.phone.handle(self.phone.layer.receive(message, address, self.loop.time()))
+        self.rearm()
+
+    def act(self, action: Callable[[], None]) -> None:
+        """Run a UA core action (call, hang up) and re-arm the timer for what it scheduled."""
+        action()
+        self.rearm()
+
+    def rearm(self) -> None:
+        assert self.phone is not None
+        if self.timer is not None:
+            self.timer.cancel()
+        deadline = self.phone.next_deadline()
+        self.timer = None if deadline is None else self.loop.call_at(deadline, self.fire)
+
+    def fire(self) -> None:
+        assert self.phone is not None
+        self.timer = None
+        self.phone.on_timer(self.loop.time())
+        self.rearm()
+
+    async def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        await self.transport.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+@needs_sipp
+@pytest.mark.integration
+async def test_sipp_calls_us_and_hangs_up(tmp_path: Path) -> None:
+    driver = LiveDriver()
+    phone = await driver.start("hotline", auto_answer=True)
+    try:
+        args = ["-sn", "uac", "-s", "hotline", "-m", "3", "-r", "10", "-d", "100", "-timeout", "20s"]
+        args += ["-i", "127.0.0.1", "-p", str(free_port()), f"127.0.0.1:{phone.address.port}"]
+        result = await asyncio.to_thread(run_sipp, args, tmp_path, 40.0)
+    finally:
+        await driver.close()
+    assert (result.successful, result.failed) == (3, 0), result.stdout[-3000:]
+    assert [phone.log.count(method) for method in ("INVITE", "ACK", "BYE")] == [3, 3, 3]
+    assert len(phone.dialogs) == 3 and all(dialog.terminated for dialog in phone.dialogs)
+    assert phone.failures == []
+
+
+@needs_sipp
+@pytest.mark.integration
+async def test_we_call_sipp_and_hang_up(tmp_path: Path) -> None:
+    driver = LiveDriver()
+    phone = await driver.start("alice", auto_answer=False)
+    port = free_port()
+    args = ["-sn", "uas", "-m", "1", "-timeout", "20s", "-i", "127.0.0.1", "-p", str(port)]
+    sipp = asyncio.create_task(asyncio.to_thread(run_sipp, args, tmp_path, 40.0))
+    try:
+        await asyncio.sleep(0.2)  # if SIPp is not listening yet, Timer A retransmits the INVITE
+        driver.act(lambda: phone.call(SipURI(user="service", host="127.0.0.1", port=port)))
+        assert await wait_for(lambda: "200 INVITE" in phone.log, 10.0), phone.log
+        assert phone.dialog.state is DialogState.CONFIRMED
+        driver.act(phone.hang_up)
+        assert await wait_for(lambda: "200 BYE" in phone.log, 10.0), phone.log
+        result = await asyncio.wait_for(sipp, 30.0)
+    finally:
+        await driver.close()
+    assert (result.successful, result.failed) == (1, 0), result.stdout[-3000:]
+    assert phone.dialog.terminated and phone.failures == []

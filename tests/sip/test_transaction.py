@@ -635,6 +635,16 @@ def test_without_rport_the_response_goes_to_received_and_the_via_port() -> None:
     assert response_destination(event.request.via, ALICE) == ALICE
 
 
+def test_stateless_responses_follow_the_same_routing() -> None:
+    layer, wire = server_layer()
+    request = incoming("OPTIONS")
+    nat = Address("198.51.100.7", 34567)
+    layer.respond_stateless(request, make_response(request, 400, "Bad Request"), nat)
+    ((response, destination),) = wire.take()
+    assert destination == nat and isinstance(response, Response) and response.status == 400
+    assert len(layer) == 0
+
+
 def test_response_destination_rules() -> None:
     via = incoming("OPTIONS", rport=False).via
     via.params["maddr"] = "224.0.1.75"

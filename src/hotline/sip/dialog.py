@@ -578,7 +578,9 @@ class Dialog:
             self.session_timer = None  # RFC 4028 §7.2: no Session-Expires, no session expiration
             return
         if now is None:
-            raise ValueError("receive_response needs now= for a 2xx carrying Session-Expires")
+            if self.session_settings is not None:
+                raise ValueError("receive_response needs now= for a 2xx when session timers are on")
+            return  # a TU that does not use session timers; the peer refreshes or not, as it likes
         self.session_timer = negotiate_uac(response, now)
 
 

@@ -357,6 +357,7 @@ def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
     entries: list[tuple[str, str, str]] = []
     append = entries.append
     known_name = _KNOWN.get
+    folded: dict[int, list[str]] = {}  # entry index -> its continuation lines, joined once at the end
     for line in islice(lines, 1, None):
         name, colon, value = line.partition(":")
         known = known_name(name)
@@ -367,9 +368,9 @@ def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
             # a folded continuation (RFC 3261 §7.3.1): joined to the previous line with one space
             if not entries:
                 raise ParseError("continuation line before any header")
-            key, name, value = entries[-1]
             extra = line.strip(_WS)
-            entries[-1] = (key, name, f"{value} {extra}" if value and extra else value or extra)
+            if extra:
+                folded.setdefault(len(entries) - 1, []).append(extra)
             continue
         if not colon:
             raise ParseError(f"header line without a colon: {line[:80]!r}")
@@ -381,6 +382,9 @@ def _parse_headers(lines: list[str]) -> list[tuple[str, str, str]]:
             lower = name.lower()
             known = _KNOWN.get(lower) or (lower, name)
         append((known[0], known[1], value.strip(_WS)))
+    for index, extras in folded.items():
+        key, name, value = entries[index]
+        entries[index] = (key, name, " ".join([value, *extras] if value else extras))
     return entries
 
 
@@ -503,25 +507,24 @@ def _body(message: Request | Response, data: bytes, body_start: int) -> bytes:
 
 def _stream_content_length(head: bytes) -> int:
     """Content-Length from a raw header block; required on streams (RFC 3261 §18.3)."""
-    value: str | None = None
+    values: list[list[str]] = []  # each Content-Length line with its continuation lines
     in_content_length = False
     for raw_line in head.decode("latin-1").split("\n"):
         line = raw_line.rstrip("\r")
         if line[:1] == " " or line[:1] == "\t":
-            if in_content_length and value is not None:
-                value = f"{value}{line}".strip(_WS)
+            if in_content_length:
+                values[-1].append(line.strip(_WS))
             continue
-        in_content_length = False
         colon = line.find(":")
-        if colon > 0 and header_key(line[:colon].strip(_WS)) == "content-length":
-            current = line[colon + 1 :].strip(_WS)
-            if value is not None and current != value:
-                raise ParseError("conflicting Content-Length headers")
-            value = current
-            in_content_length = True
-    if value is None:
+        in_content_length = colon > 0 and header_key(line[:colon].strip(_WS)) == "content-length"
+        if in_content_length:
+            values.append([line[colon + 1 :].strip(_WS)])
+    if not values:
         raise ParseError("Content-Length is required on a stream transport")
-    return _parse_uint(value, 10, "Content-Length")
+    texts = {" ".join(part for part in parts if part) for parts in values}
+    if len(texts) > 1:
+        raise ParseError("conflicting Content-Length headers")
+    return _parse_uint(texts.pop(), 10, "Content-Length")
 
 
 class StreamFramer:
