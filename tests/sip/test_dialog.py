@@ -326,6 +326,18 @@ def test_reinvite_glare_gets_491_and_overlap_gets_500_with_retry_after() -> None
     assert dialog.receive_request(in_dialog_request("ACK", 12)) is None
 
 
+def test_a_failed_or_timed_out_reinvite_no_longer_blocks_the_peers() -> None:
+    dialog, invite = uas_dialog()
+    dialog.make_response(invite, 200, now=0.0)
+    ours = dialog.create_request("INVITE")
+    dialog.receive_response(make_response(ours, 488, to_tag="alicetag"))
+    assert dialog.receive_request(in_dialog_request("INVITE", 11)) is None
+    dialog.make_response(in_dialog_request("INVITE", 11), 200, now=1.0)
+    lost = dialog.create_request("INVITE")  # this one times out: the TU feeds a synthetic 408
+    dialog.receive_response(make_response(lost, 408, to_tag="alicetag"))
+    assert dialog.terminated
+
+
 def test_bye_ends_the_dialog_and_later_requests_get_481() -> None:
     dialog, invite = uas_dialog()
     dialog.make_response(invite, 200, now=0.0)

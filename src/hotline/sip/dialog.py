@@ -14,6 +14,9 @@ A `Dialog` is the state two UAs share: Call-ID, tags, CSeq counters, route set, 
   rejection to send (500 lower CSeq, 491/500 re-INVITE glare, 422 session interval too small, 481 after the
   dialog ended) or None when the TU may go on.
 - `dialog.receive_response(response, now=None)`: applies a response to a request we sent in the dialog.
+  Feed it every final response, failures too (a re-INVITE stays "pending", and the peer's re-INVITEs get 491,
+  until its final response arrives); on a transaction timeout feed `make_response(request, 408)` (RFC 3261
+  §12.2.1.2: the dialog ends), on a transport error `make_response(request, 503)` (§8.1.3.1).
 - `dialog.terminate()`: ends it for reasons it cannot see (CancelReceived, a timeout, a transport error).
 - `dialog.create_request(method, *, body=b"", content_type=None, headers=())`: BYE, re-INVITE, UPDATE,
   INFO, OPTIONS, REFER, NOTIFY, ... with Request-URI and Route from the route set (loose routing, or the
