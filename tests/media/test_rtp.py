@@ -17,6 +17,7 @@ from hotline.media.rtp import (
     StreamRewriter,
     is_rtcp,
     is_rtp,
+    make_packet,
     payload_bounds,
     read_header,
     rewrite_header,
@@ -301,3 +302,5 @@ def test_restart_after_a_big_jump_is_confirmed_by_a_second_packet() -> None:
 def test_header_layout_matches_rfc_3550() -> None:
     data = RtpPacket(96, 0xBEEF, 0x01020304, 0x0A0B0C0D, b"", marker=True).serialize()
     assert data == struct.pack("!BBHII", 0x80, 0x80 | 96, 0xBEEF, 0x01020304, 0x0A0B0C0D)
+    assert make_packet(96, 0xBEEF, 0x01020304, 0x0A0B0C0D, b"", marker=True) == data
+    assert make_packet(0, 65536 + 5, 2**32 + 7, 1, b"ab") == RtpPacket(0, 5, 7, 1, b"ab").serialize()

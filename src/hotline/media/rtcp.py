@@ -352,8 +352,8 @@ def build_report(
     sender: SenderStats | None = None,
     cname: str | None = None,
 ) -> bytes:
-    """A compound RTCP packet: SR when we sent media since the last report (`sender`), else RR, with a block
-    per received source (at most 31), then SDES CNAME when given."""
+    """A compound RTCP packet: SR once `sender` has sent media, else RR, with a block per received source
+    (at most 31; each block closes that source's loss interval), then SDES CNAME when given."""
     blocks = [report_block(stats, now) for stats in sources if stats.received > 0][:31]
     packets: list[RtcpPacket]
     if sender is not None and sender.packet_count > 0:

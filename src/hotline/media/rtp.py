@@ -9,6 +9,8 @@ Packets as objects (for building and inspecting):
 
 The relay hot path works on bytes, without a packet object:
 - `is_rtp(data)`, `is_rtcp(data)`: demultiplex one port (RFC 5761 / RFC 7983).
+- `make_packet(payload_type, sequence, timestamp, ssrc, payload, marker=False) -> bytes`: a plain packet
+  (no CSRC, extension or padding) in one `struct.pack`, for media we generate.
 - `read_header(data) -> (marker, payload_type, sequence, timestamp, ssrc)`;
   `payload_bounds(data) -> (start, end)`.
 - `rewrite_header(buf, *, ssrc=, sequence=, timestamp=, payload_type=, marker=)`: in place on a bytearray.
@@ -144,6 +146,21 @@ class RtpPacket:
 # --- byte-level helpers for the relay path -------------------------------------------------------------
 
 
+def make_packet(
+    payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes, marker: bool = False
+) -> bytes:
+    return (
+        _HEADER.pack(
+            0x80,
+            (payload_type & 0x7F) | (0x80 if marker else 0),
+            sequence & 0xFFFF,
+            timestamp & 0xFFFFFFFF,
+            ssrc & 0xFFFFFFFF,
+        )
+        + payload
+    )
+
+
 def is_rtcp(data: bytes | bytearray | memoryview) -> bool:
     """True for RTCP on a muxed port: version 2 and packet type 192-223 (RFC 5761 section 4)."""
     return len(data) >= 4 and data[0] >> 6 == RTP_VERSION and 192 <= data[1] <= 223
@@ -259,6 +276,7 @@ class StreamRewriter:
         self._frame_ticks = max(1, round(frame_duration * clock_rate))
         self._jump_ticks = max_timestamp_jump * clock_rate
         self._lag_ticks = max_timestamp_lag * clock_rate
+        self._drift_window = self._jump_ticks / 4
         self._source: int | None = None
         self._seq_offset = 0
         self._ts_offset = 0
@@ -281,25 +299,31 @@ class StreamRewriter:
     def map(self, ssrc: int, sequence: int, timestamp: int, now: float) -> tuple[int, int, bool]:
         """`(sequence, timestamp, marker_needed)` of the outgoing packet for an incoming one."""
         if ssrc == self._source:
-            delta = seq_delta(sequence, self._last_in_seq)
-            if -MAX_MISORDER <= delta <= MAX_DROPOUT:
-                if delta <= 0:  # late or duplicate: same offsets, no state change
-                    return (
-                        (sequence + self._seq_offset) & 0xFFFF,
-                        (timestamp + self._ts_offset) & 0xFFFFFFFF,
-                        False,
-                    )
-                transit = now * self.clock_rate - timestamp
-                drift = ts_delta(round(self._transit - transit) & 0xFFFFFFFF, 0)
-                if drift > self._jump_ticks or drift < -self._lag_ticks:
-                    self._splice_timestamp(timestamp, now, delta)
-                    resynced = True
-                else:
-                    if abs(drift) < self._jump_ticks / 4:
-                        self._transit -= drift / 64  # follow clock drift between sender and us
-                    resynced = False
+            delta = ((sequence - self._last_in_seq + 0x8000) & 0xFFFF) - 0x8000
+            if 0 < delta <= MAX_DROPOUT:
+                # how far the timestamp left the wall-clock track of this source (inlined: the relay path)
+                drift = (
+                    (round(self._transit - now * self.clock_rate + timestamp) + 0x80000000) & 0xFFFFFFFF
+                ) - 0x80000000
                 self._last_in_seq = sequence
-                return self._advance(sequence, timestamp, now, resynced)
+                if -self._lag_ticks <= drift <= self._jump_ticks:
+                    if -self._drift_window < drift < self._drift_window:
+                        self._transit -= drift / 64  # follow clock drift between sender and us
+                    out_seq = (sequence + self._seq_offset) & 0xFFFF
+                    out_ts = (timestamp + self._ts_offset) & 0xFFFFFFFF
+                    self._out_seq = out_seq
+                    if ((out_ts - self._out_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000 > 0:
+                        self._out_ts = out_ts
+                    self._out_time = now
+                    return out_seq, out_ts, False
+                self._splice_timestamp(timestamp, now, delta)
+                return self._advance(sequence, timestamp, now, True)
+            if -MAX_MISORDER <= delta <= 0:  # late or duplicate: same offsets, no state change
+                return (
+                    (sequence + self._seq_offset) & 0xFFFF,
+                    (timestamp + self._ts_offset) & 0xFFFFFFFF,
+                    False,
+                )
         elif self._previous is not None and ssrc == self._previous[0]:
             _, seq_offset, ts_offset, last_seq = self._previous
             if -MAX_MISORDER <= seq_delta(sequence, last_seq) <= 0:
