@@ -128,8 +128,10 @@ class InviteSession:
         except DialogError as error:
             raise SipRequestFailed(error.status, str(error)) from None
         response = await self.stack.request(request, self._destination(request))
-        if method == "INVITE" and response.status < 300:
+        if method in ("INVITE", "UPDATE"):
+            # every final answer, also a failure or a timeout, settles the dialog's pending offer
             self.dialog.receive_response(response, self.stack.now())
+        if method == "INVITE" and response.status < 300:
             ack = self.dialog.create_ack(request.cseq.number)
             self.stack.transactions.send_ack(ack, self._destination(ack))
         return response
