@@ -29,6 +29,7 @@ from hotline.media.player import (
     ensure_music_on_hold_file,
     music_on_hold,
     music_on_hold_source,
+    open_music_on_hold,
     open_playlist,
     tone,
     write_wav,
@@ -391,7 +392,7 @@ async def test_wait_reports_how_playback_ended() -> None:
     outcome, _ = await asyncio.gather(player.wait(), ticks())
     assert outcome is PlaybackOutcome.COMPLETED
     assert await player.wait() is PlaybackOutcome.COMPLETED
-    music = Player(music_on_hold_source())
+    music = Player(await open_music_on_hold())
     waiter = asyncio.ensure_future(music.wait())
     await asyncio.sleep(0)
     music.stop()

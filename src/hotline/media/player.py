@@ -23,8 +23,9 @@ gets a frame, or None once playback is over. `interrupt(reason)` ends an interru
 barging in) and `stop()` ends any playback; `finished`, `outcome` (`PlaybackOutcome`), `on_finished(player)`
 and `await player.wait()` report the end.
 
-Music on hold without licensing questions: `music_on_hold(rate)` synthesises a soft 16-second chord loop,
-`music_on_hold_source(rate)` plays it forever, `ensure_music_on_hold_file(directory)` writes it as a WAV once.
+Music on hold without licensing questions: `music_on_hold(rate)` synthesises a soft 16-second chord loop
+(cached; the first call takes about 0.1 s), `await open_music_on_hold(rate)` / `music_on_hold_source(rate)`
+play it forever, `ensure_music_on_hold_file(directory)` writes it as a WAV once.
 """
 
 from __future__ import annotations
@@ -631,8 +632,9 @@ def music_on_hold(sample_rate: int = 8000) -> Frame:
 
     def add_wrapped(start: int, samples: npt.NDArray[np.float64]) -> None:
         # Tails that run past the end wrap to the start, so the loop has no seam.
-        indices = (np.arange(len(samples)) + start) % total
-        np.add.at(music, indices, samples)
+        head = min(len(samples), total - start)
+        music[start : start + head] += samples[:head]
+        music[: len(samples) - head] += samples[head:]
 
     def voice(frequency: float, seconds: float, attack: float, decay: float) -> npt.NDArray[np.float64]:
         t = np.arange(round(seconds * sample_rate)) / sample_rate
@@ -655,8 +657,15 @@ def music_on_hold(sample_rate: int = 8000) -> Frame:
 
 
 def music_on_hold_source(sample_rate: int = 8000) -> Playlist:
-    """The built-in music on hold, looping forever."""
+    """The built-in music on hold, looping forever. The first call per rate synthesises it (about 0.1 s of
+    CPU): on the event loop use `await open_music_on_hold()`, or call this once at start-up."""
     return Playlist([PcmSource(music_on_hold(sample_rate), sample_rate)], loop=True)
+
+
+async def open_music_on_hold(sample_rate: int = 8000) -> Playlist:
+    """`music_on_hold_source`, synthesising in a worker thread the first time."""
+    samples = await asyncio.to_thread(music_on_hold, sample_rate)
+    return Playlist([PcmSource(samples, sample_rate)], loop=True)
 
 
 def ensure_music_on_hold_file(directory: Path | str, sample_rate: int = 8000) -> Path:
