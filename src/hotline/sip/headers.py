@@ -42,7 +42,6 @@ _GEN_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~\[\]:]+")
 _PLAIN_DISPLAY = re.compile(r"[A-Za-z0-9\-.!%*_+`'~ \t\x80-\U0010ffff]*")
 _QUOTED_SPECIAL = re.compile(r'["\\]')
 _LIST_SPECIAL = re.compile(r'[",<]')
-_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _WS = " \t"
 
 _CANONICAL_NAMES = (
@@ -249,7 +248,16 @@ def unquote(text: str) -> str:
     if end != len(text):
         raise ParseError(f"junk after quoted string {text[:80]!r}")
     inner = text[1:-1]
-    return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
+    if "\\" not in inner:
+        return inner
+    pieces = []
+    start = 0
+    while (backslash := inner.find("\\", start)) >= 0:
+        pieces.append(inner[start:backslash])
+        pieces.append(inner[backslash + 1 : backslash + 2])
+        start = backslash + 2
+    pieces.append(inner[start:])
+    return "".join(pieces)
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
@@ -519,15 +527,18 @@ class Via:
 
 def parse_via(text: str) -> Via:
     """One Via element (not a comma-separated list); LWS around '/', ':', ';' and '=' is allowed."""
-    first_slash = text.find("/")
-    second_slash = text.find("/", first_slash + 1)
-    if first_slash < 0 or second_slash < 0:
-        raise ParseError(f"bad Via {text[:80]!r}")
-    protocol = text[:first_slash].strip(_WS)
-    version = text[first_slash + 1 : second_slash].strip(_WS)
-    if protocol.upper() != "SIP" or version != "2.0":
-        raise ParseError(f"Via with unsupported protocol {protocol[:20]}/{version[:20]}")
-    rest = text[second_slash + 1 :].lstrip(_WS)
+    if text.startswith("SIP/2.0/"):
+        rest = text[8:]
+    else:
+        first_slash = text.find("/")
+        second_slash = text.find("/", first_slash + 1)
+        if first_slash < 0 or second_slash < 0:
+            raise ParseError(f"bad Via {text[:80]!r}")
+        protocol = text[:first_slash].strip(_WS)
+        version = text[first_slash + 1 : second_slash].strip(_WS)
+        if protocol.upper() != "SIP" or version != "2.0":
+            raise ParseError(f"Via with unsupported protocol {protocol[:20]}/{version[:20]}")
+        rest = text[second_slash + 1 :].lstrip(_WS)
     space = _find_ws(rest)
     if space < 0:
         raise ParseError(f"Via without sent-by: {text[:80]!r}")

@@ -165,6 +165,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _PLAIN_BYTES = bytes(byte for byte in range(256) if byte == 9 or 32 <= byte != 127)
 _MANDATORY = ("via", "from", "to", "call-id", "cseq")
 _SINGLE = frozenset({"from", "to", "call-id", "cseq", "content-length", "max-forwards", "content-type"})
+_TRACKED = _SINGLE | {"via"}
+_CONTENT_LENGTH_INITIALS = (b"c", b"C", b"l", b"L")
 _RESPONSE_COPIED = frozenset({"via", "from", "to", "call-id", "cseq"})
 
 
@@ -466,31 +468,34 @@ def parse(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request | Respons
     try:
         if deferred is not None:
             raise deferred
-        _check_headers(message)
-        message.body = _body(message, data, body_start)
+        message.body = _body(data, body_start, _check_headers(message))
     except ParseError as error:
         error.message = message
         raise
     return message
 
 
-def _check_headers(message: Request | Response) -> None:
-    keys = [entry[0] for entry in message.headers._entries]
+def _check_headers(message: Request | Response) -> str | None:
+    """Mandatory headers present, single ones not repeated, CSeq sane; returns the Content-Length text."""
+    first: dict[str, str] = {}
+    for key, name, value in message.headers._entries:
+        if key in _TRACKED:
+            if key not in first:
+                first[key] = value
+            elif key in _SINGLE:
+                raise ParseError(f"more than one {name} header")
     for key in _MANDATORY:
-        if key not in keys:
+        if key not in first:
             raise ParseError(f"missing {_CANONICAL[key]} header")
-    for key in _SINGLE:
-        if keys.count(key) > 1:
-            raise ParseError(f"more than one {_CANONICAL[key]} header")
-    cseq = message.cseq
+    cseq = parse_cseq(first["cseq"])
     if isinstance(message, Request) and cseq.method != message.method:
         # RFC 4475 §3.4.2: an unknown method is reported as such even when the CSeq disagrees
         status = 400 if message.method in KNOWN_METHODS else 501
         raise ParseError(f"CSeq method {cseq.method} does not match {message.method}", status)
+    return first.get("content-length")
 
 
-def _body(message: Request | Response, data: bytes, body_start: int) -> bytes:
-    length_text = message.headers.get("Content-Length")
+def _body(data: bytes, body_start: int, length_text: str | None) -> bytes:
     if length_text is None:
         return data[body_start:]
     length = _parse_uint(length_text, 10, "Content-Length")
@@ -509,15 +514,19 @@ def _stream_content_length(head: bytes) -> int:
     """Content-Length from a raw header block; required on streams (RFC 3261 §18.3)."""
     values: list[list[str]] = []  # each Content-Length line with its continuation lines
     in_content_length = False
-    for raw_line in head.decode("latin-1").split("\n"):
-        line = raw_line.rstrip("\r")
-        if line[:1] == " " or line[:1] == "\t":
+    for raw_line in head.split(b"\n"):
+        first = raw_line[:1]
+        if first == b" " or first == b"\t":
             if in_content_length:
-                values[-1].append(line.strip(_WS))
+                values[-1].append(raw_line.decode("latin-1").strip(_WS + "\r"))
             continue
+        in_content_length = False
+        if first not in _CONTENT_LENGTH_INITIALS:
+            continue
+        line = raw_line.decode("latin-1").rstrip("\r")
         colon = line.find(":")
-        in_content_length = colon > 0 and header_key(line[:colon].strip(_WS)) == "content-length"
-        if in_content_length:
+        if colon > 0 and header_key(line[:colon].strip(_WS)) == "content-length":
+            in_content_length = True
             values.append([line[colon + 1 :].strip(_WS)])
     if not values:
         raise ParseError("Content-Length is required on a stream transport")

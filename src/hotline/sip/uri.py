@@ -88,8 +88,11 @@ def _check_host(host: str) -> None:
         raise ParseError(f"bad host {host!r}")
     if host[-1].isdigit() and not host.strip("0123456789."):
         octets = host.split(".")
-        if len(octets) != 4 or not all(0 < len(o) <= 3 and int(o) <= 255 for o in octets):
+        if len(octets) != 4:
             raise ParseError(f"bad IPv4 address {host!r}")
+        for octet in octets:
+            if not 0 < len(octet) <= 3 or int(octet) > 255:
+                raise ParseError(f"bad IPv4 address {host!r}")
 
 
 def _format_host(host: str) -> str:
