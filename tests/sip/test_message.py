@@ -199,6 +199,20 @@ def test_lf_only_lines_leading_crlf_lowercase_names_and_missing_max_forwards() -
     assert message.body == b""
 
 
+def test_the_first_empty_line_ends_the_headers_whatever_the_line_ends() -> None:
+    head = b"OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\nFrom: <sip:a@b>;tag=1\n"
+    head += b"To: <sip:a@b>\nCall-ID: c\nCSeq: 1 OPTIONS\n"
+    assert request(head + b"\nbody\r\n\r\nmore").body == b"body\r\n\r\nmore"
+    assert request(head + b"\r\nbody\n\nmore").body == b"body\n\nmore"
+    crlf_head = head.replace(b"\n", b"\r\n")
+    assert request(crlf_head + b"\r\nx\n\ny").body == b"x\n\ny"
+
+
+def test_syntax_errors_carry_no_message() -> None:
+    assert parse_error(invite().replace(b"Alice", b"Al\x01ce")).message is None
+    assert parse_error(invite().replace(b"Max-Forwards: 70", b"Max-Forwards 70")).message is None
+
+
 def test_mixed_line_endings_and_extra_spaces_in_the_request_line() -> None:
     data = (
         b"INVITE  sip:bob@example.com   SIP/2.0 \r\n"
