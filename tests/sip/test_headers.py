@@ -221,7 +221,7 @@ def test_via_ipv6() -> None:
 
 
 def test_via_constructed_by_keyword() -> None:
-    via = Via(transport="TLS", host="192.0.2.7", port=5061, params={"branch": "z9hG4bKx", "rport": None})
+    via = Via(transport="tls", host="192.0.2.7", port=5061, params={"branch": "z9hG4bKx", "rport": None})
     assert str(via) == "SIP/2.0/TLS 192.0.2.7:5061;branch=z9hG4bKx;rport"
 
 

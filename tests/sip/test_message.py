@@ -118,7 +118,7 @@ def test_response_without_reason_phrase() -> None:
                 "To: <sip:c@d>",
             )
         )
-        assert (message.status, message.reason) == (100, "")
+        assert (message.status, message.reason) == (100, "Trying")  # the default phrase fills the gap
 
 
 def test_tortuous_whitespace_folding_and_compact_forms() -> None:
@@ -481,6 +481,13 @@ def test_expires_contacts_wildcard_and_content_type() -> None:
 
 
 # --- serialization ------------------------------------------------------------------------------------
+
+
+def test_response_reason_defaults_from_the_status() -> None:
+    assert Response(180).reason == "Ringing"
+    assert Response(299).reason == "OK"
+    assert Response(486, "Agent Busy").reason == "Agent Busy"
+    assert Response(180).encode().startswith(b"SIP/2.0 180 Ringing\r\n")
 
 
 def test_encode_writes_content_length_from_the_body() -> None:

@@ -494,6 +494,9 @@ class Via:
     port: int | None = None
     params: dict[str, str | None] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.transport = self.transport.upper()
+
     @property
     def branch(self) -> str | None:
         return self.params.get("branch")

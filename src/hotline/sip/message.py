@@ -323,6 +323,10 @@ class Response(_Message):
     body: bytes = b""
     version: str = SIP_VERSION
 
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = _default_reason(self.status)
+
     def encode(self) -> bytes:
         return self._encode(f"{self.version} {self.status} {self.reason}")
 
