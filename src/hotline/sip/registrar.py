@@ -182,12 +182,14 @@ class Authenticator:
     secrets: SecretLookup
 
     def check(self, request: Request, tenant: str, source: Address, now: float) -> AuthOutcome:
-        header = request.headers.get("Authorization")
+        """REGISTER is challenged with 401, other requests (INVITE) with 407, as a registrar-proxy does."""
+        proxy = request.method != "REGISTER"
+        header = request.headers.get("Proxy-Authorization" if proxy else "Authorization")
         claimed_user = _digest_username(header)
         if self.lockout.is_locked(source.host, _user_key(tenant, claimed_user), now):
             return AuthOutcome(None, make_response(request, 403, "Locked Out: Too Many Failures"))
         if header is None:
-            return AuthOutcome(None, self._challenge(request, now, stale=False))
+            return AuthOutcome(None, self._challenge(request, now, stale=False, proxy=proxy))
         result = self.challenger.verify(
             request.method,
             header,
@@ -200,7 +202,7 @@ class Authenticator:
             self.lockout.record_success(source.host, _user_key(tenant, result.username), now)
             return AuthOutcome(result.username, None)
         if result.stale:
-            return AuthOutcome(None, self._challenge(request, now, stale=True))
+            return AuthOutcome(None, self._challenge(request, now, stale=True, proxy=proxy))
         if result.counts_as_failure:
             locked = self.lockout.record_failure(source.host, _user_key(tenant, claimed_user), now)
             for lock in locked:
@@ -212,10 +214,13 @@ class Authenticator:
             return AuthOutcome(None, make_response(request, 400, result.reason[:100] or "Bad Authorization"))
         return AuthOutcome(None, make_response(request, 403, "Forbidden"))
 
-    def _challenge(self, request: Request, now: float, *, stale: bool) -> Response:
-        response = make_response(request, 401, "Unauthorized")
+    def _challenge(self, request: Request, now: float, *, stale: bool, proxy: bool) -> Response:
+        if proxy:
+            response = make_response(request, 407, "Proxy Authentication Required")
+        else:
+            response = make_response(request, 401, "Unauthorized")
         for value in self.challenger.challenges(now, stale=stale):
-            response.headers.add("WWW-Authenticate", value)
+            response.headers.add("Proxy-Authenticate" if proxy else "WWW-Authenticate", value)
         return response
 
 

@@ -1,0 +1,105 @@
+"""The composition root: builds every service, wires events, starts the transports. The one place that
+knows everybody (DESIGN.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+
+import httpx
+import uvloop
+
+from hotline.acd.waiting import wait_in_queue
+from hotline.config import Settings
+from hotline.events.bus import InProcessBus
+from hotline.ivr.interpreter import Interpreter
+from hotline.log import configure, get_logger
+from hotline.storage.engines import Storage
+from hotline.storage.eventlog import EventLog
+from hotline.switch.call import Call
+from hotline.switch.control import QueueOutcome, QueueRequest
+from hotline.switch.service import build_switch
+from hotline.tenancy.service import TenancyService
+
+log = get_logger("hotline.app")
+
+
+@dataclass
+class App:
+    settings: Settings
+
+    async def start(self) -> None:
+        settings = self.settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = Storage(settings.data_dir, settings.database_url)
+        await self.storage.migrate()
+        self.bus = InProcessBus()
+        self.events = EventLog(self.storage, self.bus)
+        self.tenancy = TenancyService(self.storage)
+        self.switch = await build_switch(settings, self.storage, self.tenancy, self.events)
+        self.http = httpx.AsyncClient(timeout=10.0)
+        self.switch.targets["flow"] = self._run_flow
+        self.switch.queue_handler = self._queue
+        await self.switch.start()
+        log.info(
+            "hotline.started",
+            sip=f"{settings.bind}:{settings.sip_port}",
+            http=f"{settings.bind}:{settings.http_port}",
+            data_dir=str(settings.data_dir),
+        )
+
+    async def _run_flow(self, call: Call, flow_id: str) -> None:
+        """The IVR serves a number whose target is a flow (the switch must not import the IVR)."""
+        directory = self.switch.directory
+        flow = directory.flow(call.tenant, flow_id)
+        if flow is None:
+            log.error("app.flow_missing", tenant=call.tenant, flow=flow_id)
+            await call.hangup("no_flow")
+            return
+        info = directory.tenant_info(call.tenant)
+        interpreter = Interpreter(
+            flows=lambda other: directory.flow(call.tenant, other),
+            calendars=directory.calendars(call.tenant),
+            timezone=info.time_zone if info else "Asia/Shanghai",
+            http=self.http,
+        )
+        await interpreter.run(call, flow)
+
+    async def _queue(self, call: Call, request: QueueRequest) -> QueueOutcome:
+        return await wait_in_queue(call, request)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.switch.stop()
+        with contextlib.suppress(Exception):
+            await self.http.aclose()
+        with contextlib.suppress(Exception):
+            await self.events.close()
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        with contextlib.suppress(Exception):
+            await self.storage.close()
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("hotline.stopping")
+        await app.stop()
+
+
+def run(settings: Settings) -> int:
+    """Run the platform until SIGTERM/SIGINT. One process, one uvloop event loop (principle 1)."""
+    configure(settings.log_level, settings.log_json)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))
+    return 0

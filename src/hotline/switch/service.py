@@ -1,0 +1,429 @@
+"""The switch: SIP dialogs and media sessions joined into calls for many tenants.
+
+It owns the SIP stack and the media engine, answers REGISTER for every tenant, and turns each INVITE into
+a `Call`: it finds the tenant (trunk by source address, or a phone by SIP domain and digest), maps the
+dialled number to a target (a flow, an extension, a test number), negotiates media, records what happens
+as events and hands the call to whoever serves the target. Rooms above (IVR, ACD) get the call through
+`switch.control.CallControl`; they never see SIP or RTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from hotline.config import Settings
+from hotline.events.models import parse_event
+from hotline.log import get_logger
+from hotline.media.session import MediaEngine, MediaParams
+from hotline.media.tts import SpeechSynthesizer
+from hotline.sip import sdp
+from hotline.sip.auth import DigestChallenger, LockoutTracker
+from hotline.sip.errors import ParseError
+from hotline.sip.message import Request
+from hotline.sip.registrar import Authenticator, LocationService, Registrar
+from hotline.sip.stack import IncomingRequest, ServerInvite, SipStack
+from hotline.sip.uri import SipURI, TelURI
+from hotline.storage.engines import Storage
+from hotline.storage.eventlog import EventLog
+from hotline.switch.call import Call, Leg
+from hotline.switch.control import CallGone, QueueOutcome, QueueRequest, RecordingRef, TransferTarget
+from hotline.switch.prompts import PromptRenderer
+from hotline.switch.region import region_of
+from hotline.tenancy.service import TenancyService
+
+log = get_logger("hotline.switch")
+
+# Codecs we accept, in our order of preference; telephone-event for RFC 4733 DTMF.
+AUDIO_CODECS = ("PCMU", "PCMA", "G722", "telephone-event")
+WITHHELD = {"", "anonymous", "unknown", "unavailable", "private", "restricted", "withheld"}
+
+# A target runs the call once it is set up: it answers (or not), and returns when the call is done with.
+TargetRunner = Callable[[Call, str], Awaitable[None]]
+
+
+@dataclass
+class Origin:
+    """Who sent an INVITE: a carrier trunk or a tenant's phone."""
+
+    tenant: str
+    kind: str  # "trunk" or "extension"
+    name: str  # the trunk's name or the extension number
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+@dataclass
+class Switch:
+    settings: Settings
+    storage: Storage
+    tenancy: TenancyService
+    events: EventLog
+    directory: Any  # hotline.switch.directory.Directory
+    stack: SipStack = field(init=False)
+    media: MediaEngine = field(init=False)
+    calls: dict[str, Call] = field(default_factory=dict)
+    targets: dict[str, TargetRunner] = field(default_factory=dict)
+    queue_handler: Callable[[Call, QueueRequest], Awaitable[QueueOutcome]] | None = None
+    _tasks: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.stack = SipStack(public_address=self.settings.public_address)
+        self.media = MediaEngine(
+            self.settings.public_address or _media_host(self.settings.bind),
+            (self.settings.rtp_port_min, self.settings.rtp_port_max),
+        )
+        self.location = LocationService()
+        self.authenticator = Authenticator(
+            DigestChallenger(secrets.token_bytes(32), "hotline"),
+            LockoutTracker(max_failures=5, window_seconds=300, lock_seconds=900),
+            self._secret,
+        )
+        self.registrar = Registrar(self.location, self.authenticator, self._tenant_for_request)
+        self.prompts = PromptRenderer(
+            SpeechSynthesizer(self.settings.data_dir / "cache" / "tts"), self.settings.data_dir / "tenants"
+        )
+        self.targets.setdefault("echo", echo_test)
+        self.targets.setdefault("readback", dtmf_readback)
+        self.targets.setdefault("silence", silence_test)
+
+    # --- lifecycle
+
+    async def start(self) -> None:
+        self.stack.on_invite(self._on_invite)
+        self.stack.on_request("REGISTER", self._on_register)
+        host = self.settings.bind
+        await self.stack.start([("UDP", host, self.settings.sip_port), ("TCP", host, self.settings.sip_port)])
+        await self._close_interrupted_calls()
+
+    async def stop(self) -> None:
+        for call in list(self.calls.values()):
+            with contextlib.suppress(Exception):
+                await call.hangup("shutdown")
+        await self.stack.close()
+        await self.media.close()
+
+    async def _close_interrupted_calls(self) -> None:
+        """Calls that were live when the node stopped get their `call.ended` (FM-15): CDRs stay complete."""
+        for tenant in await self.storage.tenant_databases():
+            for call_id in await self.events.calls_without_end(tenant):
+                await self._append(
+                    {
+                        "type": "call.ended",
+                        "tenant": tenant,
+                        "call_id": call_id,
+                        "cause": "node_restart",
+                        "hangup_side": "system",
+                    }
+                )
+
+    # --- registration
+
+    def _secret(self, tenant: str, user: str) -> Any:
+        return self.directory.digest_secret(tenant, user)
+
+    def _tenant_for_request(self, request: Request) -> str | None:
+        uri = request.to.uri
+        tenant: str | None = self.directory.tenant_for_domain(uri.host if isinstance(uri, SipURI) else "")
+        return tenant
+
+    async def _on_register(self, incoming: IncomingRequest) -> None:
+        incoming.send(self.registrar.process(incoming.request, incoming.source, self.stack.now()))
+
+    # --- inbound calls
+
+    async def _on_invite(self, invite: ServerInvite) -> None:
+        request = invite.invite
+        try:
+            origin, target = self._identify(invite)
+            dialled = _user_of(request.uri)
+            self._check_licence(origin.tenant)
+        except Rejection as rejection:
+            invite.reject(rejection.status, rejection.reason, rejection.headers)
+            return
+        except ParseError as error:
+            invite.reject(400, error.reason)
+            return
+        ani, withheld = _caller_number(request)
+        region = region_of(ani)
+        call = Call(
+            self,
+            tenant=origin.tenant,
+            ani=None if withheld else ani,
+            dnis=dialled,
+            region=region.name_zh if region else None,
+            data={
+                "ani": ani or "",
+                "dnis": dialled,
+                "withheld": withheld,
+                "region": region.as_data() if region else None,
+                "origin": origin.kind,
+            },
+        )
+        try:
+            leg = await self._inbound_leg(call, invite)
+        except Rejection as rejection:
+            invite.reject(rejection.status, rejection.reason)
+            return
+        self.calls[call.id] = call
+        await self._append(
+            {
+                "type": "call.started",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "direction": "inbound",
+                "ani": ani or "",
+                "withheld": withheld,
+                "dnis": dialled,
+                "region": call.region,
+                "trunk": origin.name if origin.kind == "trunk" else None,
+                "entry_target": target,
+            }
+        )
+        await self._append(
+            {
+                "type": "leg.created",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "leg_id": leg.id,
+                "kind": "customer",
+                "direction": "inbound",
+                "endpoint": f"{origin.kind}:{origin.name}",
+            }
+        )
+        log.info(
+            "switch.call_started", tenant=call.tenant, call_id=call.id, ani=ani, dnis=dialled, target=target
+        )
+        try:
+            await self._run_target(call, target)
+        except CallGone:
+            pass
+        except Exception:
+            log.exception("switch.target_failed", tenant=call.tenant, call_id=call.id, target=target)
+            call.end_cause = call.end_cause or "failed"
+        finally:
+            await call.hangup(call.end_cause or "normal_clearing")
+
+    def _identify(self, invite: ServerInvite) -> tuple[Origin, str]:
+        """Who is calling, and the target of the dialled number."""
+        request = invite.invite
+        dialled = _user_of(request.uri)
+        inbound = self.directory.inbound(invite.peer.host, dialled)
+        if inbound is not None:
+            match, route = inbound
+            if route is None:
+                raise Rejection(404, "Number Not Found")
+            return Origin(match.tenant, "trunk", match.trunk.name), str(route.target)
+        tenant = self.directory.tenant_for_domain(_host_of(request.uri))
+        if tenant is None:
+            raise Rejection(404, "Unknown Domain")
+        outcome = self.authenticator.check(request, tenant, invite.peer, self.stack.now())
+        if outcome.response is not None:
+            response = outcome.response
+            headers = [(name, value) for name, value in response.headers.items() if "Authenticate" in name]
+            raise Rejection(response.status, response.reason, headers)
+        assert outcome.user is not None
+        route = self.directory.route(tenant, dialled)
+        if route is None:
+            raise Rejection(404, "Number Not Found")
+        return Origin(tenant, "extension", outcome.user), str(route.target)
+
+    def _check_licence(self, tenant: str) -> None:
+        limit = getattr(self.directory.tenant_info(tenant), "concurrent_call_limit", None)
+        active = sum(1 for call in self.calls.values() if call.tenant == tenant)
+        if limit is not None and active >= limit:
+            raise Rejection(503, "Tenant Call Limit Reached")
+
+    async def _inbound_leg(self, call: Call, invite: ServerInvite) -> Leg:
+        try:
+            offer = sdp.parse_sdp(invite.invite.body)
+        except sdp.SdpError as error:
+            raise Rejection(488, error.reason[:100]) from None
+        session = await self.media.create_session(
+            on_timeout=lambda _session: self._spawn(call.hangup("media_timeout")),
+        )
+        try:
+            local = sdp.answer(offer, AUDIO_CODECS, session.local_host, session.local_port)
+            session.configure(MediaParams.from_negotiation(sdp.negotiated_audio(offer, local)))
+        except sdp.SdpError as error:
+            session.close()
+            raise Rejection(488, error.reason[:100]) from None
+        leg = Leg(call, "caller", invite, session)
+        leg.local_sdp = local.encode()
+        call.legs.append(leg)
+        call.caller = leg
+        invite.on_end = lambda _sip: self._leg_gone(leg)
+        return leg
+
+    def _leg_gone(self, leg: Leg) -> None:
+        leg.media.close()
+        if leg is leg.call.caller:
+            leg.call.mark_gone(leg.sip.end_reason or "remote hangup")
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def answer_sdp(self, leg: Leg) -> bytes:
+        return leg.local_sdp
+
+    async def _run_target(self, call: Call, target: str) -> None:
+        kind, _, value = target.partition(":")
+        runner = self.targets.get(kind)
+        if runner is None:
+            raise Rejection(404, f"no service for {kind}")
+        await runner(call, value)
+
+    # --- services for the call-control API
+
+    async def queue(self, call: Call, request: QueueRequest) -> QueueOutcome:
+        if self.queue_handler is None:
+            return QueueOutcome("unavailable")
+        return await self.queue_handler(call, request)
+
+    async def transfer(self, call: Call, target: TransferTarget) -> bool:
+        return False
+
+    async def voicemail(self, call: Call, leg: Leg, *, max_seconds: float, beep: bool) -> RecordingRef | None:
+        return None
+
+    async def call_ended(self, call: Call, cause: str) -> None:
+        if self.calls.pop(call.id, None) is None:
+            return
+        call.mark_gone(cause)
+        hangup_side = "customer" if cause in ("remote hangup", "cancelled") else "system"
+        for leg in call.legs:
+            leg.media.close()
+        await self._append(
+            {
+                "type": "call.ended",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "cause": _cause_name(cause),
+                "hangup_side": hangup_side,
+            }
+        )
+        log.info("switch.call_ended", tenant=call.tenant, call_id=call.id, cause=cause)
+
+    # --- events
+
+    async def emit(self, call: Call, event_type: str, **fields: Any) -> None:
+        await self._append({"type": event_type, "tenant": call.tenant, "call_id": call.id, **fields})
+
+    async def _append(self, data: dict[str, Any]) -> None:
+        try:
+            event = parse_event(data)
+        except ValidationError as error:
+            # Not every step has a typed event yet (e.g. ivr.flow_started): keep it in the log file.
+            log.info("switch.untyped_event", event_type=data.get("type"), error=error.errors()[0]["msg"])
+            return
+        await self.events.append(event)
+
+
+# --- built-in test numbers (issue #3 item 9) -------------------------------------------------------------
+
+
+async def silence_test(call: Call, _value: str) -> None:
+    """Answers and stays silent until the caller hangs up (signalling benchmarks)."""
+    await call.answer()
+    await call.wait_hung_up()
+
+
+async def echo_test(call: Call, _value: str) -> None:
+    """The caller hears themself: proves two-way audio from any phone."""
+    await call.answer()
+    assert call.caller is not None
+    call.caller.media.echo()
+    await call.wait_hung_up()
+
+
+async def dtmf_readback(call: Call, _value: str) -> None:
+    """Speaks back every digit pressed, in Mandarin then English."""
+    from hotline.switch.control import Speech
+
+    await call.play(
+        [
+            Speech("请按键，系统将读出您按的数字。", "zh"),
+            Speech("Press keys and they will be read back.", "en"),
+        ],
+        interruptible=True,
+    )
+    while not call.hung_up:
+        digits = await call.collect([], max_digits=16, timeout=30, inter_digit_timeout=2, terminator="#")
+        if not digits:
+            await call.play([Speech("再见", "zh"), Speech("Goodbye", "en")])
+            return
+        spoken = " ".join(_DIGIT_NAMES.get(d, d) for d in digits)
+        await call.play([Speech(f"您按了 {spoken_zh(digits)}", "zh"), Speech(f"You pressed {spoken}", "en")])
+
+
+_DIGIT_NAMES = {"*": "star", "#": "hash"}
+_ZH_DIGITS = dict(zip("0123456789*#", "零一二三四五六七八九星井", strict=True))
+
+
+def spoken_zh(digits: str) -> str:
+    return "，".join(_ZH_DIGITS.get(d, d) for d in digits)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _media_host(bind: str) -> str:
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+
+
+def _user_of(uri: object) -> str:
+    if isinstance(uri, SipURI):
+        return uri.user or ""
+    if isinstance(uri, TelURI):
+        return uri.number
+    return ""
+
+
+def _host_of(uri: object) -> str:
+    return uri.host if isinstance(uri, SipURI) else ""
+
+
+def _caller_number(request: Request) -> tuple[str | None, bool]:
+    """The caller's number from P-Asserted-Identity or From; withheld callers are flagged (TEL-04, FM-10)."""
+    privacy = (request.headers.get("Privacy") or "").lower()
+    for name in ("P-Asserted-Identity", "From"):
+        value = request.headers.get(name)
+        if value is None:
+            continue
+        try:
+            from hotline.sip.headers import parse_name_addr
+
+            number = _user_of(parse_name_addr(value).uri)
+        except ParseError:
+            continue
+        if number.lower() in WITHHELD or "id" in privacy or "user" in privacy:
+            return None, True
+        return number, False
+    return None, True
+
+
+def _cause_name(cause: str) -> str:
+    return {"remote hangup": "normal_clearing", "local hangup": "normal_clearing"}.get(cause, cause)[:64]
+
+
+async def build_switch(
+    settings: Settings, storage: Storage, tenancy: TenancyService, events: EventLog
+) -> Switch:
+    from hotline.switch.directory import Directory
+
+    directory = await Directory.open(storage)
+    return Switch(settings, storage, tenancy, events, directory)
