@@ -250,7 +250,9 @@ def exercise(data: bytes, rng: random.Random) -> None:
     try:
         message = parse(data, max_size=BIG if rng.random() < 0.5 else 65536)
     except ParseError as error:
-        assert error.reason and 400 <= error.status <= 599
+        assert 400 <= error.status <= 599
+        # the reason is fit for a reason phrase: short, one line
+        assert 0 < len(error.reason) < 300 and "\r" not in error.reason and "\n" not in error.reason
         if isinstance(error.message, Request):
             make_response(error.message, error.status, error.reason).encode()
     else:

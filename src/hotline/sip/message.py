@@ -495,7 +495,7 @@ def _check_headers(message: Request | Response) -> str | None:
     if isinstance(message, Request) and cseq.method != message.method:
         # RFC 4475 §3.4.2: an unknown method is reported as such even when the CSeq disagrees
         status = 400 if message.method in KNOWN_METHODS else 501
-        raise ParseError(f"CSeq method {cseq.method} does not match {message.method}", status)
+        raise ParseError(f"CSeq method {cseq.method[:40]} does not match {message.method[:40]}", status)
     return first.get("content-length")
 
 

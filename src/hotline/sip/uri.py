@@ -47,7 +47,7 @@ def _unescape(text: str) -> str:
     out = bytearray(pieces[0].encode())
     for piece in pieces[1:]:
         if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
-            raise ParseError(f"bad %-escape in URI component {text!r}")
+            raise ParseError(f"bad %-escape in URI component {text[:80]!r}")
         out.append(int(piece[:2], 16))
         out += piece[2:].encode()
     return out.decode("utf-8", "surrogateescape")
@@ -61,13 +61,17 @@ def _escape(text: str, safe: re.Pattern[str]) -> str:
         if safe.fullmatch(char):
             out.append(char)
         else:
-            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
+            try:
+                encoded = char.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate that no decoding produced: not representable
+                encoded = b"?"
+            out.extend(f"%{byte:02X}" for byte in encoded)
     return "".join(out)
 
 
 def _parse_port(text: str) -> int:
     if not (0 < len(text) <= 5 and text.isascii() and text.isdigit()):
-        raise ParseError(f"bad port {text!r}")
+        raise ParseError(f"bad port {text[:80]!r}")
     port = int(text)
     if port > 65535:
         raise ParseError(f"port out of range: {port}")
@@ -78,21 +82,21 @@ def _check_host(host: str) -> None:
     """Raise ParseError unless `host` is a hostname, an IPv4 address or (unbracketed) an IPv6 address."""
     if ":" in host:
         if "%" in host:  # zone ids have no place in SIP
-            raise ParseError(f"bad IPv6 address {host!r}")
+            raise ParseError(f"bad IPv6 address {host[:80]!r}")
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ParseError(f"bad IPv6 address {host!r}") from None
+            raise ParseError(f"bad IPv6 address {host[:80]!r}") from None
         return
     if not _HOSTNAME.fullmatch(host):
-        raise ParseError(f"bad host {host!r}")
+        raise ParseError(f"bad host {host[:80]!r}")
     if host[-1].isdigit() and not host.strip("0123456789."):
         octets = host.split(".")
         if len(octets) != 4:
-            raise ParseError(f"bad IPv4 address {host!r}")
+            raise ParseError(f"bad IPv4 address {host[:80]!r}")
         for octet in octets:
             if not 0 < len(octet) <= 3 or int(octet) > 255:
-                raise ParseError(f"bad IPv4 address {host!r}")
+                raise ParseError(f"bad IPv4 address {host[:80]!r}")
 
 
 def _format_host(host: str) -> str:
@@ -104,17 +108,17 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise ParseError(f"unterminated IPv6 reference {text!r}")
+            raise ParseError(f"unterminated IPv6 reference {text[:80]!r}")
         host = text[1:end]
         if ":" not in host:
-            raise ParseError(f"bad IPv6 reference {text!r}")
+            raise ParseError(f"bad IPv6 reference {text[:80]!r}")
         after = text[end + 1 :]
         if not after:
             port = None
         elif after[0] == ":":
             port = _parse_port(after[1:])
         else:
-            raise ParseError(f"junk after IPv6 reference {text!r}")
+            raise ParseError(f"junk after IPv6 reference {text[:80]!r}")
     else:
         colon = text.find(":")
         if colon >= 0:
@@ -292,7 +296,7 @@ def parse_uri(text: str) -> SipURI | TelURI | AbsoluteURI:
     if scheme == "tel":
         return _parse_tel_uri(text, text[colon + 1 :])
     if colon + 1 == len(text):
-        raise ParseError(f"empty {scheme}: URI")
+        raise ParseError(f"empty {scheme[:20]}: URI")
     return AbsoluteURI(scheme, text[colon + 1 :])
 
 
