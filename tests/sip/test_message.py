@@ -708,7 +708,7 @@ def messages(draw: st.DrawFn) -> Request | Response:
     return Response(status, draw(_VALUE), headers, body)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(messages())
 def test_structured_messages_survive_encode_and_parse(message: Request | Response) -> None:
     encoded = message.encode()
