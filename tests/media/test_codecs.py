@@ -7,7 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from numpy.typing import NDArray
@@ -198,6 +198,7 @@ def test_downsampling_removes_what_the_lower_rate_cannot_carry() -> None:
 
 
 @given(arrays(np.int16, st.integers(0, 2000)), st.lists(st.integers(1, 500), min_size=1, max_size=20))
+@settings(max_examples=40)
 def test_streaming_in_any_chunks_equals_one_pass(signal: NDArray[np.int16], chunks: list[int]) -> None:
     whole = Resampler(8000, 48000).process(signal)
     streaming = Resampler(8000, 48000)

@@ -236,7 +236,8 @@ class GoertzelDetector:
       and formants);
     - have second harmonics at least `max_harmonic_db` below them (voiced speech has strong harmonics);
     - are steady: each quarter of the window holds at least `min_steadiness` of the loudest quarter's energy
-      (a tone that starts or stops inside the window does not count).
+      (a tone that starts or stops inside the window does not count; not stricter than one half, because two
+      tones 200-300 Hz apart beat, and a quarter of 7 ms does not average that out).
     A digit is reported after 2 consecutive such windows (about 30 ms of tone), and not again until 8
     consecutive windows (40 ms) without it.
     """
@@ -255,7 +256,7 @@ class GoertzelDetector:
         max_deviation: float = 0.025,
         min_tone_ratio: float = 0.8,
         max_harmonic_db: float = -20.0,
-        min_steadiness: float = 0.7,
+        min_steadiness: float = 0.5,
     ) -> None:
         self.min_power = (ZERO_DBM0_AMPLITUDE * 10 ** (min_level_dbm0 / 20)) ** 2 / 2
         self.max_normal_twist = 10 ** (max_normal_twist_db / 10)

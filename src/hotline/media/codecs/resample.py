@@ -87,21 +87,26 @@ class Resampler:
         up, down = self.up, self.down
         if down == 1:
             # every input sample yields `up` outputs, one per phase
-            out = np.empty((len(samples), up))
+            interleaved = np.empty((len(samples), up))
             for phase in range(up):
-                out[:, phase] = np.convolve(buffer, self._phases[phase], mode="valid")
-            return out.reshape(-1)
+                interleaved[:, phase] = np.convolve(buffer, self._phases[phase], mode="valid")
+            return interleaved.reshape(-1)
         if up == 1:
             offset = first * down - start_input  # buffer index of the window ending at the first output
             windows = sliding_window_view(buffer, k)[offset : offset + (count - 1) * down + 1 : down]
             result: NDArray[np.float64] = windows @ self._reversed
             return result
-        n = np.arange(first, total_out)
-        base = n * down // up
-        phase_index = n * down - base * up
-        index = (base - start_input + k - 1)[:, None] - np.arange(k)[None, :]
-        gathered: NDArray[np.float64] = np.einsum("ij,ij->i", buffer[index], self._phases[phase_index])
-        return gathered
+        # any other ratio: gather each output's input samples and its phase's taps, in blocks that keep the
+        # index arrays small
+        out = np.empty(count)
+        taps = np.arange(k)[None, :]
+        for block in range(0, count, 2048):
+            n = np.arange(first + block, first + min(count, block + 2048))
+            base = n * down // up
+            phase_index = n * down - base * up
+            index = (base - start_input + k - 1)[:, None] - taps
+            out[block : block + len(n)] = np.einsum("ij,ij->i", buffer[index], self._phases[phase_index])
+        return out
 
 
 def resample(pcm: NDArray[np.int16], from_rate: int, to_rate: int) -> NDArray[np.int16]:
