@@ -1,0 +1,7 @@
+"""Alembic environment for the platform database(s); see hotline.storage.migrations."""
+
+from alembic import context
+
+from hotline.storage.migrations import run_in_context
+
+run_in_context(context)

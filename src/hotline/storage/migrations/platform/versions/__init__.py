@@ -1,0 +1,1 @@
+"""Revision files for the platform database(s)."""

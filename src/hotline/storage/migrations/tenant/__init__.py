@@ -1,0 +1,1 @@
+"""Alembic tenant migrations (a package so the revision files ship with Hotline)."""
