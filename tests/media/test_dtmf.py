@@ -163,10 +163,12 @@ def _detect(signal: NDArray[np.int16], frame: int = 160, detector: GoertzelDetec
     return "".join(d.digit for d in found)
 
 
-def _keyed(digits: str, tone_s: float = 0.06, pause_s: float = 0.06, **tone_args: float) -> NDArray[np.int16]:
-    parts = [silence(0.03)]
+def _keyed(
+    digits: str, tone_s: float = 0.06, pause_s: float = 0.06, rate: int = 8000, **tone_args: float
+) -> NDArray[np.int16]:
+    parts = [silence(0.03, rate)]
     for digit in digits:
-        parts += [dtmf(digit, tone_s, **tone_args), silence(pause_s)]
+        parts += [dtmf(digit, tone_s, rate, **tone_args), silence(pause_s, rate)]
     return np.concatenate(parts)
 
 
@@ -249,6 +251,16 @@ def test_a_long_press_is_one_digit_and_a_brief_dropout_does_not_split_it() -> No
 def test_digit_start_is_reported_in_samples() -> None:
     found = GoertzelDetector().feed(np.concatenate([silence(0.5), dtmf("3", 0.1), silence(0.1)]))
     assert len(found) == 1 and abs(found[0].start - 4000) <= 80
+
+
+def test_wideband_input_is_detected() -> None:
+    signal = np.concatenate([silence(0.5, 16000), _keyed("2580", rate=16000)])
+    detector = GoertzelDetector(input_rate=16000)
+    found = []
+    for start in range(0, len(signal), 320):
+        found += detector.feed(signal[start : start + 320])
+    assert "".join(d.digit for d in found) == "2580"
+    assert abs(found[0].start - (8000 + 480)) <= 160  # in 16 kHz samples
 
 
 def test_noise_and_silence_give_nothing() -> None:

@@ -16,9 +16,10 @@
 - `parse_dtmf_info(content_type, body) -> (digit, duration_ms | None)` for SIP INFO bodies
   (application/dtmf-relay "Signal=5\\r\\nDuration=160", application/dtmf "5");
   `build_dtmf_relay(digit, duration_ms) -> bytes`.
-- `GoertzelDetector(...)`: in-band detector for 8 kHz int16 audio, `.feed(pcm) -> list[DtmfDigit]`, frames
-  of any size; each digit reported once, when it has lasted long enough (Q.24: tones of 40 ms are detected,
-  tones shorter than 23 ms are not; a pause of 40 ms separates two presses of the same key).
+- `GoertzelDetector(..., input_rate=8000)`: in-band detector for int16 audio (analysed at 8 kHz; other input
+  rates are resampled), `.feed(pcm) -> list[DtmfDigit]`, frames of any size; each digit reported once, when
+  it has lasted long enough (Q.24: tones of 40 ms are detected, tones shorter than 23 ms are not; a pause of
+  40 ms separates two presses of the same key). `start` is in input samples.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
+
+from hotline.media.codecs.resample import Resampler
 
 DTMF_DIGITS = "0123456789*#ABCD"
 ROW_FREQUENCIES = (697.0, 770.0, 852.0, 941.0)
@@ -257,6 +260,7 @@ class GoertzelDetector:
         min_tone_ratio: float = 0.8,
         max_harmonic_db: float = -20.0,
         min_steadiness: float = 0.5,
+        input_rate: int = 8000,
     ) -> None:
         self.min_power = (ZERO_DBM0_AMPLITUDE * 10 ** (min_level_dbm0 / 20)) ** 2 / 2
         self.max_normal_twist = 10 ** (max_normal_twist_db / 10)
@@ -265,6 +269,9 @@ class GoertzelDetector:
         self.min_tone_ratio = min_tone_ratio
         self.max_harmonic = 10 ** (max_harmonic_db / 10)
         self.min_steadiness = min_steadiness
+        # wideband legs (G.722, Opus) are analysed at 8 kHz; reported positions stay in input samples
+        self.input_rate = input_rate
+        self._resampler = Resampler(input_rate, self.sample_rate) if input_rate != self.sample_rate else None
         self._build_basis()
         self.reset()
 
@@ -300,6 +307,8 @@ class GoertzelDetector:
         self._keypad = np.array([DTMF_DIGITS.index(KEYPAD[r][c]) for r in range(4) for c in range(4)])
 
     def reset(self) -> None:
+        if self._resampler is not None:
+            self._resampler.reset()
         self._buffer = np.zeros(0)
         self._next = 0  # sample index where the next window starts
         self._current: int | None = None  # digit being held
@@ -312,6 +321,8 @@ class GoertzelDetector:
         samples = np.asarray(pcm).reshape(-1)
         if samples.dtype != np.int16:
             raise DtmfError(f"the detector takes int16 samples, got {samples.dtype}")
+        if self._resampler is not None:
+            samples = self._resampler.process(samples)
         # _buffer starts where the next analysis window starts (sample index _next)
         self._buffer = np.concatenate((self._buffer, samples.astype(np.float64)))
         available = len(self._buffer) - self.window
@@ -408,7 +419,10 @@ class GoertzelDetector:
         if self._run_length >= self.on_windows:
             self._current = digit
             self._misses = 0
-            return DtmfDigit(DTMF_DIGITS[digit], self._run_start)
+            start = self._run_start
+            if self._resampler is not None:
+                start = start * self.input_rate // self.sample_rate
+            return DtmfDigit(DTMF_DIGITS[digit], start)
         return None
 
 
