@@ -10,7 +10,9 @@ itself repeats or alternates, and has few variable-length repeats and alternativ
 
 from __future__ import annotations
 
+import functools
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -58,7 +60,9 @@ def digit_pattern_problem(pattern: str) -> str | None:
     if len(pattern) > MAX_PATTERN_CHARS:
         return f"pattern longer than {MAX_PATTERN_CHARS} characters"
     try:
-        re.compile(pattern)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "possible nested set" in odd classes
+            re.compile(pattern)
     except re.error as error:
         return f"invalid regex: {error}"
     stack: list[_Group] = [_Group()]
@@ -144,8 +148,11 @@ def digit_pattern_problem(pattern: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=512)
 def compile_digit_pattern(pattern: str) -> re.Pattern[str]:
     problem = digit_pattern_problem(pattern)
     if problem is not None:
         raise ValueError(problem)
-    return re.compile(pattern)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return re.compile(pattern)
