@@ -188,11 +188,11 @@ def test_bad_input_is_refused_with_a_validation_error() -> None:
     with pytest.raises(ValidationError):
         CallStarted(tenant="Bad Tenant", call_id="c", direction="inbound", ani="1", dnis="2")
     with pytest.raises(ValidationError):  # unknown fields are typos, not data
-        CallStarted(tenant="acme", call_id="c", direction="inbound", ani="1", dnis="2", colour="red")
+        CallStarted(tenant="acme", call_id="c", direction="inbound", ani="1", dnis="2", colour="red")  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         CallDataChanged(tenant="acme", call_id="c", values={"x": float("nan")})
     with pytest.raises(ValidationError):
-        AgentStateChanged(tenant="acme", agent_id="a1", from_state="ready", to_state="sleeping")
+        AgentStateChanged(tenant="acme", agent_id="a1", from_state="ready", to_state="sleeping")  # type: ignore[arg-type]
 
 
 def test_events_are_immutable_and_with_seq_copies() -> None:

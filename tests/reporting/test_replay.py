@@ -55,7 +55,7 @@ async def project_live_in_random_batches(
 
 
 async def test_random_traffic_live_equals_rebuild_equals_fold(storage: Storage) -> None:
-    seeds = range(4) if storage.backend == "sqlite" else range(1)
+    seeds = range(3) if storage.backend == "sqlite" else range(1)
     for seed in seeds:
         tenant = f"replay{seed}"
         await storage.create_tenant_database(tenant)

@@ -129,7 +129,7 @@ async def test_migrations_create_exactly_the_tables_the_models_use(storage: Stor
             connection,
             opts={"compare_type": True, "include_name": _not_alembic_version},
         )
-        found = compare_metadata(context, metadata)
+        found: list[object] = compare_metadata(context, metadata)
         if schema is not None:
             connection.exec_driver_sql("SET search_path TO DEFAULT")
         return found

@@ -105,7 +105,7 @@ async def test_seqs_continue_without_gaps_after_a_restart(backend: str, tmp_path
 async def test_a_failed_transaction_costs_no_seq(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     await storage.create_tenant_database("acme")
     log = EventLog(storage)
-    real_insert = eventlog_module.insert
+    real_insert = eventlog_module.insert  # type: ignore[attr-defined]
     failures = [1]
 
     def flaky_insert(*args: Any, **kwargs: Any) -> Any:
