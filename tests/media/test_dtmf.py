@@ -21,6 +21,7 @@ from hotline.media.dtmf import (
     TelephoneEvent,
     build_dtmf_relay,
     dbm0,
+    dtmf_samples,
     parse_dtmf_info,
 )
 
@@ -251,6 +252,16 @@ def test_a_long_press_is_one_digit_and_a_brief_dropout_does_not_split_it() -> No
 def test_digit_start_is_reported_in_samples() -> None:
     found = GoertzelDetector().feed(np.concatenate([silence(0.5), dtmf("3", 0.1), silence(0.1)]))
     assert len(found) == 1 and abs(found[0].start - 4000) <= 80
+
+
+def test_generated_key_presses_are_detected() -> None:
+    signal = np.concatenate(
+        [np.concatenate([dtmf_samples(d, 0.08), silence(0.06)]) for d in "0123456789*#abcd"]
+    )
+    assert _detect(signal) == DTMF_DIGITS
+    assert abs(dbm0(dtmf_samples("5", 1.0, level_dbm0=-10, twist_db=0)) - (-7.0)) < 0.1  # two tones: +3 dB
+    with pytest.raises(DtmfError):
+        dtmf_samples("E", 0.1)
 
 
 def test_wideband_input_is_detected() -> None:

@@ -2,7 +2,8 @@
 
 - `DTMF_DIGITS` ("0123456789*#ABCD", RFC 4733 event codes 0-15), `DTMF_FREQUENCIES[digit] -> (row, column)`
   in Hz, `digit_to_event(digit)`, `event_to_digit(event)`, `ZERO_DBM0_AMPLITUDE` (peak of a 0 dBm0 sine in
-  int16), `dbm0(samples)` (RMS level).
+  int16), `dbm0(samples)` (RMS level), `dtmf_samples(digit, seconds, sample_rate=8000, level_dbm0=-10)`
+  (in-band tones to send to a peer without telephone-event).
 - `DtmfError(ValueError)`: malformed payloads and bodies, unknown digits.
 - `DtmfDigit(digit, start, duration)`: a detected digit; `start` in the stream's clock (RTP timestamp for
   RFC 4733, sample index for in-band), `duration` in the same units when known.
@@ -424,6 +425,19 @@ class GoertzelDetector:
                 start = start * self.input_rate // self.sample_rate
             return DtmfDigit(DTMF_DIGITS[digit], start)
         return None
+
+
+def dtmf_samples(
+    digit: str, seconds: float, sample_rate: int = 8000, level_dbm0: float = -10.0, twist_db: float = 2.0
+) -> NDArray[np.int16]:
+    """In-band tones of one key press (for a peer without telephone-event): row tone at `level_dbm0`, column
+    tone `twist_db` louder, as telephones send them."""
+    row, column = DTMF_FREQUENCIES[event_to_digit(digit_to_event(digit))]
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    low = ZERO_DBM0_AMPLITUDE * 10 ** (level_dbm0 / 20)
+    high = ZERO_DBM0_AMPLITUDE * 10 ** ((level_dbm0 + twist_db) / 20)
+    signal = low * np.sin(2 * np.pi * row * t) + high * np.sin(2 * np.pi * column * t)
+    return np.clip(np.rint(signal), -32768, 32767).astype(np.int16)
 
 
 def _sinc2(x: NDArray[np.float64]) -> NDArray[np.float64]:
