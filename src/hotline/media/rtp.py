@@ -349,8 +349,9 @@ class StreamRewriter:
     def next_own(self, now: float, ticks: int) -> tuple[int, int]:
         """Sequence and timestamp for a packet we generate ourselves (a prompt, DTMF) on this outgoing stream.
 
-        `ticks` is the timestamp advance since our previous own packet (e.g. 160 for 20 ms at 8 kHz). The next
-        relayed packet is spliced after it.
+        `ticks` is the timestamp advance since our previous packet (160 for 20 ms at 8 kHz; 0 for the RFC 4733
+        packets after the first of an event, which all carry the event's start). The next relayed packet is
+        spliced after it.
         """
         if self._out_time is None:
             out_ts = (self._out_ts + self._frame_ticks) & 0xFFFFFFFF
