@@ -79,6 +79,11 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "short_abandon_seconds": st.floats(min_value=0, max_value=600, allow_nan=False),
     "values": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
     "fields": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+    "mailbox": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+    "at": timestamps,
+    "requested_at": timestamps,
+    "visits": st.integers(min_value=0, max_value=10_000),
+    "seconds": st.floats(min_value=0, max_value=1e6, allow_nan=False),
 }
 
 

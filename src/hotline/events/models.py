@@ -257,6 +257,67 @@ class IvrNodeExited(CallEvent):
     self_service_success: bool = False
 
 
+class IvrFlowStarted(CallEvent):
+    type: Literal["ivr.flow_started"] = "ivr.flow_started"
+    flow_id: Identifier
+    flow_version: int = Field(ge=0)
+
+
+class IvrFlowEnded(CallEvent):
+    """The flow finished: `outcome` is handed_off, hung_up, caller_hung_up, returned, watchdog or error."""
+
+    type: Literal["ivr.flow_ended"] = "ivr.flow_ended"
+    flow_id: Identifier
+    flow_version: int = Field(ge=0)
+    outcome: str = Field(min_length=1, max_length=32)
+    cause: str = Field(min_length=1, max_length=64)
+    visits: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    last_node: str | None = Field(default=None, max_length=64)
+
+
+class IvrWatchdog(CallEvent):
+    """FM-03: the watchdog freed a call held too long in the IVR."""
+
+    type: Literal["ivr.watchdog"] = "ivr.watchdog"
+    flow_id: Identifier
+    reason: str = Field(min_length=1, max_length=256)
+    node: str | None = Field(default=None, max_length=64)
+    visits: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+class IvrError(CallEvent):
+    type: Literal["ivr.error"] = "ivr.error"
+    flow_id: Identifier
+    node: str | None = Field(default=None, max_length=64)
+    error: str = Field(min_length=1, max_length=128)
+    message: str = Field(default="", max_length=500)
+
+
+class IvrVoicemailRecorded(CallEvent):
+    """IVR-09: a voicemail message, which becomes a work item with the caller's number and the time."""
+
+    type: Literal["ivr.voicemail_recorded"] = "ivr.voicemail_recorded"
+    recording_id: Identifier
+    duration_seconds: float = Field(ge=0)
+    mailbox: dict[str, JsonValue] = Field(default_factory=dict)
+    caller: str | None = Field(default=None, max_length=64)
+    caller_withheld: bool = False
+    dnis: str = Field(default="", max_length=64)
+    at: AwareDatetime
+
+
+class IvrCallbackRequested(CallEvent):
+    """ACD-15: the caller asked to be called back, keeping their place in `queue`."""
+
+    type: Literal["ivr.callback_requested"] = "ivr.callback_requested"
+    number: str = Field(min_length=1, max_length=64)
+    queue: str | None = Field(default=None, max_length=64)
+    caller_withheld: bool = False
+    requested_at: AwareDatetime
+
+
 # ------------------------------------------------------------------------------------------------ legs
 
 
@@ -341,6 +402,12 @@ AnyEvent = Annotated[
     | CallEnded
     | IvrNodeEntered
     | IvrNodeExited
+    | IvrFlowStarted
+    | IvrFlowEnded
+    | IvrWatchdog
+    | IvrError
+    | IvrVoicemailRecorded
+    | IvrCallbackRequested
     | LegCreated
     | LegAnswered
     | LegEnded
@@ -369,6 +436,12 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallEnded,
         IvrNodeEntered,
         IvrNodeExited,
+        IvrFlowStarted,
+        IvrFlowEnded,
+        IvrWatchdog,
+        IvrError,
+        IvrVoicemailRecorded,
+        IvrCallbackRequested,
         LegCreated,
         LegAnswered,
         LegEnded,
