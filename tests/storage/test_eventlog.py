@@ -156,6 +156,24 @@ async def test_bad_appends_are_refused_clearly(storage: Storage) -> None:
         await log.append(call_started("acme", "c2"))
 
 
+async def test_a_stuck_writer_cannot_leave_appenders_waiting_forever(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await storage.create_tenant_database("acme")
+    log = EventLog(storage)
+
+    async def stuck_commit(self: object, batch: object) -> None:
+        await asyncio.sleep(3600)  # e.g. a database that stopped answering
+
+    monkeypatch.setattr(eventlog_module._TenantWriter, "_commit", stuck_commit)
+    waiting = asyncio.create_task(log.append(call_started("acme", "c1")))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await log.close(timeout=0.1)
+    with pytest.raises(EventLogClosed):
+        await asyncio.wait_for(waiting, 1.0)
+
+
 async def test_events_are_committed_before_subscribers_hear_of_them(storage: Storage) -> None:
     """Principle 4: whatever a subscriber receives is already in the log."""
     await storage.create_tenant_database("acme")

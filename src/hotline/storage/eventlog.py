@@ -83,30 +83,39 @@ class _TenantWriter:
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"eventlog-writer:{tenant}")
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self.queue.get()
-            if first is None:
-                break
-            batch = [first]
-            if self.queue.empty() and self.owner.batch_window > 0:
-                await asyncio.sleep(self.owner.batch_window)
-            while len(batch) < self.owner.max_batch:
+        batch: list[_Pending] = []
+        try:
+            stopping = False
+            while not stopping:
+                first = await self.queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                if self.queue.empty() and self.owner.batch_window > 0:
+                    await asyncio.sleep(self.owner.batch_window)
+                while len(batch) < self.owner.max_batch:
+                    try:
+                        item = self.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
                 try:
-                    item = self.queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            try:
-                await self._commit(batch)
-            except Exception as error:  # the writer must survive anything one batch does
-                log.exception("event log batch failed", tenant=self.tenant, size=len(batch))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
+                    await self._commit(batch)
+                except Exception as error:  # the writer must survive anything one batch does
+                    log.exception("event log batch failed", tenant=self.tenant, size=len(batch))
+                    _fail(batch, error)
+                batch = []
+        finally:
+            # Cancelled (close timed out): nobody may wait forever. The outcome of an interrupted commit is
+            # unknown to its callers; appending the same event again is safe (deduplicated by id).
+            while not self.queue.empty():
+                item = self.queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            _fail(batch, EventLogClosed("the event log closed before confirming this append"))
 
     async def _commit(self, batch: list[_Pending]) -> None:
         storage = self.owner.storage
@@ -164,6 +173,12 @@ class _TenantWriter:
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
 
 
 def _row(event: Event) -> dict[str, object]:
@@ -295,15 +310,15 @@ class EventLog:
         writer = self._writers.get(tenant)
         return writer.batches_committed if writer is not None else 0
 
-    async def close(self) -> None:
-        """Finish queued appends, then stop the writers."""
+    async def close(self, timeout: float = 10.0) -> None:
+        """Finish queued appends (within `timeout` seconds per writer), then stop the writers."""
         self._closed = True
         writers = list(self._writers.values())
         for writer in writers:
             writer.queue.put_nowait(None)
         for writer in writers:
             try:
-                await asyncio.wait_for(asyncio.shield(writer.task), timeout=10.0)
+                await asyncio.wait_for(asyncio.shield(writer.task), timeout=timeout)
             except TimeoutError:
                 writer.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
