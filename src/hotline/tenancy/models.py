@@ -17,11 +17,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hotline.storage.schema import PlatformBase, UtcDateTime
 
 TenantStatus = Literal["active", "suspended", "closed"]
-TargetType = Literal["flow", "queue", "extension", "forward"]
+TargetType = Literal["flow", "queue", "extension", "forward", "echo", "readback"]
 NumberKind = Literal["e164", "400", "did", "short"]
 
 TENANT_STATUSES: Final = ("active", "suspended", "closed")
-TARGET_TYPES: Final = ("flow", "queue", "extension", "forward")
+TARGET_TYPES: Final = ("flow", "queue", "extension", "forward", "echo", "readback")
 
 
 class TenantRecord(PlatformBase):
@@ -35,6 +35,8 @@ class TenantRecord(PlatformBase):
     seat_limit: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Phones' requests find their tenant by this domain (platform migration p0002).
+    sip_domain: Mapped[str | None] = mapped_column(String(253), unique=True, index=True, default=None)
 
 
 class NumberRecord(PlatformBase):
