@@ -16,6 +16,7 @@ from hotline.config import Settings
 from hotline.events.bus import InProcessBus
 from hotline.ivr.interpreter import Interpreter
 from hotline.log import configure, get_logger
+from hotline.reporting.cdr import CdrProjection, reconcile_unfinished_calls
 from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
 from hotline.switch.call import Call
@@ -38,6 +39,13 @@ class App:
         self.bus = InProcessBus()
         self.events = EventLog(self.storage, self.bus)
         self.tenancy = TenancyService(self.storage)
+        # Calls that were live when the node stopped are closed in the log before anything else (FM-15);
+        # then the CDR projection catches up from the log and follows the bus.
+        self.cdr = CdrProjection(self.storage, self.events)
+        for tenant in await self.storage.tenant_databases():
+            await reconcile_unfinished_calls(self.events, tenant)
+            await self.cdr.catch_up(tenant)
+        self.cdr.start(self.bus)
         self.switch = await build_switch(settings, self.storage, self.tenancy, self.events)
         self.http = httpx.AsyncClient(timeout=10.0)
         self.switch.targets["flow"] = self._run_flow
@@ -73,6 +81,8 @@ class App:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.switch.stop()
+        with contextlib.suppress(Exception):
+            await self.cdr.stop()
         with contextlib.suppress(Exception):
             await self.http.aclose()
         with contextlib.suppress(Exception):

@@ -236,7 +236,7 @@ class Baresip:
     def start(self) -> Baresip:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            ["baresip", "-4", "-f", str(self.workdir)],
+            ["baresip", "-4", "-s", "-f", str(self.workdir)],
             stdin=subprocess.PIPE,
             stdout=log,
             stderr=subprocess.STDOUT,

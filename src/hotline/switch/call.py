@@ -135,9 +135,10 @@ class Call:
         await self.event("call.answered", by="system")
 
     async def play(self, prompts: Sequence[Prompt], *, interruptible: bool = False) -> str | None:
-        leg = self._check()
+        self._check()
         await self.answer()
-        source = await self.switch.prompts.render(self.tenant, prompts, 8000)
+        source = await self._until(self.switch.prompts.render(self.tenant, prompts, 8000))
+        leg = self._check()  # the caller may have hung up while the prompt was being prepared
         player = Player(source, interruptible=interruptible)
         digits = leg.media.digits
         if not interruptible:
@@ -208,12 +209,12 @@ class Call:
         return await self.switch.transfer(self, target)
 
     async def hangup(self, cause: str) -> None:
-        if self.hung_up:
-            return
+        """Release every leg; safe to call again, and after the caller has gone (the call is still closed
+        and logged exactly once)."""
         self.end_cause = self.end_cause or cause
         for leg in self.legs:
             await leg.sip.bye(cause)
-        await self.switch.call_ended(self, cause)
+        await self.switch.call_ended(self, self.end_cause)
 
     async def event(self, event_type: str, /, **fields: Any) -> None:
         await self.switch.emit(self, event_type, **fields)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +22,13 @@ from pydantic import ValidationError
 from hotline.config import Settings
 from hotline.events.models import parse_event
 from hotline.log import get_logger
+from hotline.media.bridge import Bridge
+from hotline.media.recorder import Recorder
 from hotline.media.session import MediaEngine, MediaParams
 from hotline.media.tts import SpeechSynthesizer
 from hotline.sip import sdp
 from hotline.sip.auth import DigestChallenger, LockoutTracker
+from hotline.sip.dialog import build_request
 from hotline.sip.errors import ParseError
 from hotline.sip.message import Request
 from hotline.sip.registrar import Authenticator, LocationService, Registrar
@@ -87,7 +91,9 @@ class Switch:
         )
         self.location = LocationService()
         self.authenticator = Authenticator(
-            DigestChallenger(secrets.token_bytes(32), "hotline"),
+            # MD5 only: common phones (baresip 1.0, older desk phones) fail outright when a SHA-256
+            # challenge is offered beside it, rather than picking the one they know.
+            DigestChallenger(secrets.token_bytes(32), "hotline", algorithms=("MD5",)),
             LockoutTracker(max_failures=5, window_seconds=300, lock_seconds=900),
             self._secret,
         )
@@ -95,6 +101,7 @@ class Switch:
         self.prompts = PromptRenderer(
             SpeechSynthesizer(self.settings.data_dir / "cache" / "tts"), self.settings.data_dir / "tenants"
         )
+        self.targets.setdefault("extension", self.dial_extension)
         self.targets.setdefault("echo", echo_test)
         self.targets.setdefault("readback", dtmf_readback)
         self.targets.setdefault("silence", silence_test)
@@ -106,7 +113,6 @@ class Switch:
         self.stack.on_request("REGISTER", self._on_register)
         host = self.settings.bind
         await self.stack.start([("UDP", host, self.settings.sip_port), ("TCP", host, self.settings.sip_port)])
-        await self._close_interrupted_calls()
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
@@ -114,20 +120,6 @@ class Switch:
                 await call.hangup("shutdown")
         await self.stack.close()
         await self.media.close()
-
-    async def _close_interrupted_calls(self) -> None:
-        """Calls that were live when the node stopped get their `call.ended` (FM-15): CDRs stay complete."""
-        for tenant in await self.storage.tenant_databases():
-            for call_id in await self.events.calls_without_end(tenant):
-                await self._append(
-                    {
-                        "type": "call.ended",
-                        "tenant": tenant,
-                        "call_id": call_id,
-                        "cause": "node_restart",
-                        "hangup_side": "system",
-                    }
-                )
 
     # --- registration
 
@@ -269,8 +261,12 @@ class Switch:
 
     def _leg_gone(self, leg: Leg) -> None:
         leg.media.close()
-        if leg is leg.call.caller:
-            leg.call.mark_gone(leg.sip.end_reason or "remote hangup")
+        call = leg.call
+        if leg is call.caller:
+            call.mark_gone(leg.sip.end_reason or "remote hangup")
+        elif call.bridge is not None and not call.hung_up:
+            # the other party hung up a two-party call: release the caller too
+            self._spawn(call.hangup("remote hangup"))
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -295,7 +291,116 @@ class Switch:
         return await self.queue_handler(call, request)
 
     async def transfer(self, call: Call, target: TransferTarget) -> bool:
-        return False
+        if target.kind != "extension":
+            return False
+        leg = await self.originate_extension(call, target.address)
+        if leg is None:
+            return False
+        await self.connect(call, leg)
+        return True
+
+    async def dial_extension(self, call: Call, number: str) -> None:
+        """A call to an extension: ring its phones; connect when one answers (TEL-08)."""
+        caller = call._check()
+        if isinstance(caller.sip, ServerInvite) and not call.answered:
+            caller.sip.ring()
+        leg = await self.originate_extension(call, number)
+        if leg is None:
+            call.end_cause = "no_answer"
+            if isinstance(caller.sip, ServerInvite) and not call.answered:
+                caller.sip.reject(480, "Temporarily Unavailable")
+            return
+        await self.connect(call, leg)
+        await call.wait_hung_up()
+
+    async def originate_extension(self, call: Call, number: str, ring_seconds: float = 30.0) -> Leg | None:
+        """INVITE the phone registered as `number` of the call's tenant; the answered leg, or None."""
+        extension = self.directory.extension(call.tenant, number)
+        bindings = self.location.lookup(call.tenant, number, self.stack.now())
+        if extension is None or not bindings:
+            return None
+        binding = bindings[0]
+        session = await self.media.create_session()
+        offer = sdp.build_offer(AUDIO_CODECS, session.local_host, session.local_port)
+        domain = _host_of(binding.contact.uri) or "hotline"
+        caller_id = call.ani or "anonymous"
+        request = build_request(
+            "INVITE",
+            binding.contact.uri,
+            f"<sip:{caller_id}@{domain}>",
+            f"<sip:{number}@{domain}>",
+            contact=self.stack.contact_for(binding.source),
+            body=offer.encode(),
+            content_type="application/sdp",
+        )
+        client = self.stack.invite(request, binding.source)
+        leg = Leg(call, "callee", client, session)
+        await self._append(
+            {
+                "type": "leg.created",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "leg_id": leg.id,
+                "kind": "external",
+                "direction": "outbound",
+                "endpoint": f"extension:{number}",
+            }
+        )
+        hangup: asyncio.Future[None] = asyncio.ensure_future(call.wait_hung_up())
+        answered: asyncio.Future[Any] = client.final
+        try:
+            await asyncio.wait({answered, hangup}, timeout=ring_seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hangup.cancel()
+        if not client.final.done() or client.final.result().status >= 300:
+            client.cancel()
+            session.close()
+            status = client.final.result().status if client.final.done() else None
+            await self._append(
+                {
+                    "type": "leg.ended",
+                    "tenant": call.tenant,
+                    "call_id": call.id,
+                    "leg_id": leg.id,
+                    "cause": "no_answer" if status is None else "rejected",
+                    "sip_status": status,
+                }
+            )
+            return None
+        try:
+            remote = sdp.parse_sdp(client.remote_sdp)
+            session.configure(MediaParams.from_negotiation(sdp.negotiated_audio(remote, offer)))
+        except sdp.SdpError as error:
+            log.warning("switch.bad_answer_sdp", call_id=call.id, reason=error.reason)
+            session.close()
+            await client.bye("bad sdp")
+            return None
+        leg.answered_at = time.monotonic()
+        call.legs.append(leg)
+        client.on_end = lambda _sip: self._leg_gone(leg)
+        await self._append(
+            {"type": "leg.answered", "tenant": call.tenant, "call_id": call.id, "leg_id": leg.id}
+        )
+        return leg
+
+    async def connect(self, call: Call, leg: Leg) -> None:
+        """Bridge the caller with `leg`, recording both sides on the media path (REC-01, FM-08)."""
+        caller = call._check()
+        await call.answer()
+        caller.media.stop_playing()
+        recorder = Recorder(self.settings.data_dir / "recordings", call.tenant, call.id)
+        call.recording = recorder
+        call.bridge = Bridge(caller.media, leg.media, recorder)
+        await self._append(
+            {
+                "type": "recording.started",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "recording_id": call.id,
+                "path": str(recorder.path),
+                "format": recorder.format.value,
+            }
+        )
 
     async def voicemail(self, call: Call, leg: Leg, *, max_seconds: float, beep: bool) -> RecordingRef | None:
         return None
@@ -305,8 +410,23 @@ class Switch:
             return
         call.mark_gone(cause)
         hangup_side = "customer" if cause in ("remote hangup", "cancelled") else "system"
+        if call.bridge is not None:
+            call.bridge.unbridge()
         for leg in call.legs:
             leg.media.close()
+        if call.recording is not None:
+            info = await call.recording.close()
+            await self._append(
+                {
+                    "type": "recording.stopped",
+                    "tenant": call.tenant,
+                    "call_id": call.id,
+                    "recording_id": call.id,
+                    "path": str(info.path),
+                    "format": info.format.value,
+                    "duration_seconds": round(info.duration_seconds, 3),
+                }
+            )
         await self._append(
             {
                 "type": "call.ended",
@@ -351,23 +471,20 @@ async def echo_test(call: Call, _value: str) -> None:
 
 
 async def dtmf_readback(call: Call, _value: str) -> None:
-    """Speaks back every digit pressed, in Mandarin then English."""
+    """Speaks back every digit pressed, in Mandarin then English. A key pressed during a prompt counts."""
     from hotline.switch.control import Speech
 
-    await call.play(
-        [
-            Speech("请按键，系统将读出您按的数字。", "zh"),
-            Speech("Press keys and they will be read back.", "en"),
-        ],
-        interruptible=True,
-    )
+    prompt = [
+        Speech("请按键，系统将读出您按的数字。", "zh"),
+        Speech("Press keys to hear them read back.", "en"),
+    ]
     while not call.hung_up:
-        digits = await call.collect([], max_digits=16, timeout=30, inter_digit_timeout=2, terminator="#")
+        digits = await call.collect(prompt, max_digits=16, timeout=30, inter_digit_timeout=2, terminator="#")
         if not digits:
             await call.play([Speech("再见", "zh"), Speech("Goodbye", "en")])
             return
         spoken = " ".join(_DIGIT_NAMES.get(d, d) for d in digits)
-        await call.play([Speech(f"您按了 {spoken_zh(digits)}", "zh"), Speech(f"You pressed {spoken}", "en")])
+        prompt = [Speech(f"您按了 {spoken_zh(digits)}", "zh"), Speech(f"You pressed {spoken}", "en")]
 
 
 _DIGIT_NAMES = {"*": "star", "#": "hash"}

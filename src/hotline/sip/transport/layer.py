@@ -395,7 +395,8 @@ class TransportLayer:
                 answer = make_response(partial, error.status, reason, to_tag=new_tag()).encode()
         if answer is None and data:
             answer = error_response(data, error.status, reason)
-        log.info(
+        # debug, not info: a flood of garbage must not turn into a flood of log writes
+        log.debug(
             "sip.malformed_message",
             transport=str(source.transport),
             remote=source.remote,

@@ -1,0 +1,360 @@
+"""`hotline serve` against real SIP peers on loopback (issue #2 items 5, 6, 7, 9; TEL-04/08, OPS-14).
+
+One server with the test tenant (tests/integration/tenant.py) serves the whole module. The carrier trunk
+sends from 127.0.0.2; phones register from 127.0.0.1; the brute-force test uses 127.0.0.3 so its lockout
+cannot touch the other tests.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hotline.media.player import decode_audio_file
+from tests.integration.peers import Baresip, HotlineServer, free_port, run_sipp, sip_options
+from tests.integration.tenant import CARRIER_ADDRESS, PASSWORDS, create_tenant
+
+pytestmark = pytest.mark.integration
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HotlineServer]:
+    data_dir = tmp_path_factory.mktemp("hotline")
+    create_tenant(data_dir)
+    server = HotlineServer(data_dir=data_dir).start()
+    yield server
+    server.stop()
+    print(server.log_tail(200))
+
+
+def sipp(server: HotlineServer, tmp_path: Path, *args: str, timeout: float = 60) -> tuple[int, int, str]:
+    result = run_sipp(
+        [f"127.0.0.1:{server.sip_port}", *args, "-timeout", f"{int(timeout) - 10}s"], tmp_path, timeout
+    )
+    return result.successful, result.failed, result.stderr + result.stdout[-2000:]
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_options_over_udp_and_tcp(server: HotlineServer, tmp_path: Path, transport: str) -> None:
+    ok, failed, output = sipp(
+        server,
+        tmp_path,
+        "-sf",
+        str(SCENARIOS / "options.xml"),
+        "-t",
+        transport,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        "-m",
+        "5",
+    )
+    assert (ok, failed) == (5, 0), output
+
+
+def test_phone_registers_with_digest_password(server: HotlineServer, tmp_path: Path) -> None:
+    ok, failed, output = sipp(
+        server,
+        tmp_path,
+        "-sf",
+        str(SCENARIOS / "register_auth.xml"),
+        "-s",
+        "1001",
+        "-au",
+        "1001",
+        "-ap",
+        PASSWORDS["1001"],
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        "-m",
+        "1",
+    )
+    assert (ok, failed) == (1, 0), output
+
+
+def test_wrong_passwords_are_rejected_then_locked_out(server: HotlineServer, tmp_path: Path) -> None:
+    args = ["-s", "1003", "-i", "127.0.0.3", "-m", "1"]
+    for _ in range(5):
+        ok, _failed, output = sipp(
+            server,
+            tmp_path,
+            "-sf",
+            str(SCENARIOS / "register_auth_rejected.xml"),
+            *args,
+            "-au",
+            "1003",
+            "-ap",
+            "not-the-password1",
+            "-p",
+            str(free_port()),
+        )
+        assert ok == 1, output
+    # locked: refused at once, before the right password could even be tried
+    ok, _failed, output = sipp(
+        server, tmp_path, "-sf", str(SCENARIOS / "register_locked.xml"), *args, "-p", str(free_port())
+    )
+    assert ok == 1, output
+
+
+def test_carrier_calls_are_answered_and_hung_up(server: HotlineServer, tmp_path: Path) -> None:
+    ok, failed, output = sipp(
+        server,
+        tmp_path,
+        "-sn",
+        "uac",
+        "-s",
+        "02161234568",
+        "-i",
+        CARRIER_ADDRESS,
+        "-p",
+        str(free_port()),
+        "-m",
+        "20",
+        "-r",
+        "10",
+        "-d",
+        "1000",
+    )
+    assert (ok, failed) == (20, 0), output
+
+
+def test_calls_complete_when_packets_are_lost(server: HotlineServer, tmp_path: Path) -> None:
+    """SIPp drops 10% of what it receives; retransmissions on both sides still complete every call."""
+    ok, failed, output = sipp(
+        server,
+        tmp_path,
+        "-sn",
+        "uac",
+        "-s",
+        "02161234568",
+        "-i",
+        CARRIER_ADDRESS,
+        "-p",
+        str(free_port()),
+        "-m",
+        "20",
+        "-r",
+        "10",
+        "-d",
+        "500",
+        "-lost",
+        "10",
+        timeout=120,
+    )
+    assert ok + failed == 20, output
+    assert ok >= 19, output
+
+
+def _register(server: HotlineServer, tmp_path: Path, user: str, port: int) -> None:
+    ok, failed, output = sipp(
+        server,
+        tmp_path,
+        "-sf",
+        str(SCENARIOS / "register_auth.xml"),
+        "-s",
+        user,
+        "-au",
+        user,
+        "-ap",
+        PASSWORDS[user],
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        "1",
+    )
+    assert (ok, failed) == (1, 0), output
+
+
+def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, tmp_path: Path) -> None:
+    """Hotline as UAC: the carrier's call to a DID rings the registered phone, which answers; the caller's
+    BYE makes Hotline send BYE to the phone."""
+    phone_port = free_port()
+    _register(server, tmp_path, "1002", phone_port)
+    phone = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "uas_answer.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(phone_port),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-trace_err",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ok, failed, output = sipp(
+            server,
+            tmp_path,
+            "-sn",
+            "uac",
+            "-s",
+            "02161234569",
+            "-i",
+            CARRIER_ADDRESS,
+            "-p",
+            str(free_port()),
+            "-m",
+            "1",
+            "-d",
+            "2000",
+        )
+        assert (ok, failed) == (1, 0), output
+        assert phone.wait(30) == 0, phone.stdout.read().decode() if phone.stdout else ""
+    finally:
+        phone.kill()
+
+
+def test_cancel_of_a_ringing_extension_reaches_the_phone(server: HotlineServer, tmp_path: Path) -> None:
+    phone_port = free_port()
+    _register(server, tmp_path, "1002", phone_port)
+    phone = subprocess.Popen(
+        [
+            "sipp",
+            "-sf",
+            str(SCENARIOS / "uas_ring_until_cancel.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(phone_port),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-trace_err",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ok, failed, output = sipp(
+            server,
+            tmp_path,
+            "-sf",
+            str(SCENARIOS / "uac_cancel.xml"),
+            "-s",
+            "02161234569",
+            "-i",
+            CARRIER_ADDRESS,
+            "-p",
+            str(free_port()),
+            "-m",
+            "1",
+        )
+        assert (ok, failed) == (1, 0), output
+        assert phone.wait(30) == 0, phone.stdout.read().decode() if phone.stdout else ""
+    finally:
+        phone.kill()
+
+
+def test_malformed_datagrams_get_errors_and_the_server_keeps_serving(server: HotlineServer) -> None:
+    """5,000 mutated messages at the live server: no crash, 4xx or silence, OPTIONS still answered."""
+    rng = random.Random(4242)
+    base = (
+        b"INVITE sip:9196@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKfuzz\r\n"
+        b"From: <sip:f@127.0.0.1>;tag=1\r\nTo: <sip:9196@127.0.0.1>\r\nCall-ID: fuzz\r\nCSeq: 1 INVITE\r\n"
+        b"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        for i in range(5000):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            if i % 7 == 0:
+                data = data[: rng.randrange(len(data))]
+            s.sendto(bytes(data), ("127.0.0.1", server.sip_port))
+            if i % 200 == 0:
+                time.sleep(0.02)
+                try:
+                    while s.recv(65535):
+                        pass
+                except BlockingIOError:
+                    pass
+                for line in (server.log_tail(5) or "").splitlines():
+                    assert "Traceback" not in line
+    assert server.process is not None and server.process.poll() is None
+    # the backlog drains; then the server answers as before
+    deadline = time.monotonic() + 30
+    while sip_options(server.sip_port, timeout=1) is None:
+        assert time.monotonic() < deadline, "no answer to OPTIONS after the flood"
+    assert "Traceback" not in server.log_tail(100000)
+
+
+def _tone(path: Path, seconds: int = 30) -> Path:
+    subprocess.run(
+        [
+            "sox",
+            "-n",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(path),
+            "synth",
+            str(seconds),
+            "sine",
+            "600",
+            "vol",
+            "0.3",
+        ],
+        check=True,
+    )
+    return path
+
+
+def test_baresip_registers_and_hears_the_digits_it_pressed_read_back(
+    server: HotlineServer, tmp_path: Path
+) -> None:
+    phone = Baresip(
+        tmp_path / "baresip",
+        f"<sip:1001@127.0.0.1:{server.sip_port}>;auth_pass={PASSWORDS['1001']};regint=60",
+        _tone(tmp_path / "tone.wav"),
+    ).start()
+    try:
+        assert phone.wait_for("200 OK", 10), phone.log()[-3000:]
+        phone.command(f"/dial sip:9197@127.0.0.1:{server.sip_port}")
+        assert phone.wait_for("Call established", 15), phone.log()[-3000:]
+        time.sleep(8)  # the welcome prompt, zh then en
+        phone.command("7")
+        time.sleep(9)  # 2 s for more digits, then "您按了 七 / You pressed 7"
+        phone.command("/hangup")
+        time.sleep(1)
+    finally:
+        phone.stop()
+    heard = phone.heard()
+    assert heard, phone.log()[-3000:]
+    audio = decode_audio_file(heard[0], 8000).astype(np.float64)
+    active = np.abs(audio) > 1000
+    seconds = lambda a, b: active[a * 8000 : b * 8000].mean()  # noqa: E731
+    assert seconds(0, 4) > 0.2, "the welcome prompt was not heard"
+    assert len(audio) / 8000 > 10, "nothing was heard after the key press"
+    assert active[-8 * 8000 :].mean() > 0.1, "the digit was not read back"
