@@ -48,6 +48,12 @@ def test_tenant_config_and_number_commands(tmp_path: Path, capsys: pytest.Captur
     assert code == 0 and "created tenant acme" in out and "pbx.acme.cn" in out
     code, _out, err = run(capsys, "tenant", "create", "acme", "--name", "Acme again", "--data-dir", data)
     assert code == 2 and "already exists" in err
+    code, _out, err = run(
+        capsys, "tenant", "create", "bad", "--name", "Bad", "--sip-domain", "no domain!", "--data-dir", data
+    )
+    assert code == 2 and "SIP domain 'no domain!'" in err
+    code, _out, err = run(capsys, "config", "export", "--tenant", "bad", "--data-dir", data)
+    assert code == 2 and "does not exist" in err  # nothing was created
 
     source = tmp_path / "acme.yaml"
     source.write_text(YAML_DOCUMENT.replace("Acme.Example.com", "pbx.acme.cn"), encoding="utf-8")

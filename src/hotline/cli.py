@@ -211,9 +211,11 @@ async def _migrate(storage: Storage) -> int:
 
 
 async def _tenant_create(storage: Storage, args: argparse.Namespace) -> int:
-    from hotline.tenancy.config_document import set_sip_domain
+    from hotline.tenancy.config_document import normalize_sip_domain, set_sip_domain
     from hotline.tenancy.service import TenancyService
 
+    if args.sip_domain is not None:
+        normalize_sip_domain(args.sip_domain)  # refuse a bad domain before anything is created
     await storage.migrate_platform()
     tenancy = TenancyService(storage)
     tenant = await tenancy.create_tenant(

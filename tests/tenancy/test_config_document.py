@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hotline.storage import Storage
 from hotline.tenancy import TenancyService, config_store
@@ -307,3 +309,48 @@ def test_broken_text_gives_a_clear_error(text: str | bytes, message: str) -> Non
 def test_json_errors_say_where() -> None:
     with pytest.raises(ConfigSyntaxError, match="line 2, column"):
         parse_document('{"numbers": [],\n "trunks": ]}', format="json")
+
+
+TRICKY_TEXT = [
+    "18:00",
+    "09:00:00",
+    "yes",
+    "no",
+    "on",
+    "0755",
+    "1e3",
+    "1.5e3",
+    "~",
+    "null",
+    "",
+    " x ",
+    "#1",
+    "- a",
+]
+names = st.one_of(
+    st.sampled_from(TRICKY_TEXT), st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30)
+)
+
+
+@given(names=st.lists(names, min_size=1, max_size=5), fmt=st.sampled_from(["yaml", "json"]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_exported_text_reads_back_as_written(names: list[str], fmt: Literal["yaml", "json"]) -> None:
+    config, problems = validate_config(
+        {
+            "extensions": [
+                {"number": str(1001 + index), "password": "abc12345x", "name": name.strip()[:100]}
+                for index, name in enumerate(names)
+            ],
+            "skills": [{"id": f"s{index}", "name": name[:200]} for index, name in enumerate(names)],
+            "reason_codes": [
+                {"code": f"r{index}", "name": name.strip()[:100] or "x", "name_en": name[:100]}
+                for index, name in enumerate(names)
+            ],
+        }
+    )
+    assert config is not None, problems
+    exported = config.to_document()
+    text = dump_document(exported, format=fmt)
+    assert parse_document(text, format=fmt) == exported
+    again, problems = validate_config(parse_document(text, format=fmt))
+    assert again is not None and again == config

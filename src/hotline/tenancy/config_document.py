@@ -220,8 +220,9 @@ _Loader.add_implicit_resolver(
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
-        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+        # Only what YAML 1.1 also reads as a float, so whatever PyYAML's dumper leaves unquoted reads back
+        # as the text it was.
+        r"^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
     ),
     list("-+0123456789."),
 )
@@ -809,12 +810,19 @@ async def _apply_platform(
     return changes
 
 
-async def set_sip_domain(storage: Storage, tenant: str, domain: str | None) -> str | None:
-    """Set (or clear) the tenant's SIP domain; returns it normalised. Raises ValueError with a sentence."""
+def normalize_sip_domain(domain: str) -> str:
+    """The domain as stored (lower case, no trailing dot); ValueError with a sentence when it is not one."""
     try:
         normalized = TenantSettings(sip_domain=domain).sip_domain
     except ValidationError as error:
-        raise ValueError(_clean_message(error.errors()[0]["msg"])) from None
+        raise ValueError(f"SIP domain {domain!r}: {_clean_message(error.errors()[0]['msg'])}") from None
+    assert normalized is not None
+    return normalized
+
+
+async def set_sip_domain(storage: Storage, tenant: str, domain: str | None) -> str | None:
+    """Set (or clear) the tenant's SIP domain; returns it normalised. Raises ValueError with a sentence."""
+    normalized = normalize_sip_domain(domain) if domain is not None else None
     async with storage.platform_session() as platform:
         record = await platform.get(TenantRecord, tenant)
         if record is None:
@@ -919,6 +927,7 @@ __all__ = [
     "export_tenant",
     "import_tenant",
     "load_tenant_config",
+    "normalize_sip_domain",
     "parse_document",
     "problems_text",
     "publish_flow",
