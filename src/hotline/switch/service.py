@@ -33,7 +33,8 @@ from hotline.sip.errors import ParseError
 from hotline.sip.message import Request
 from hotline.sip.registrar import Authenticator, LocationService, Registrar
 from hotline.sip.stack import IncomingRequest, ServerInvite, SipStack
-from hotline.sip.uri import SipURI, TelURI
+from hotline.sip.transaction import Address, uri_destination
+from hotline.sip.uri import SipURI, TelURI, parse_uri
 from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
 from hotline.switch.call import Call, Leg
@@ -320,30 +321,56 @@ class Switch:
         if extension is None or not bindings:
             return None
         binding = bindings[0]
+        if not isinstance(binding.contact.uri, SipURI):
+            return None
+        return await self.originate(
+            call, binding.contact.uri, binding.source, f"extension:{number}", ring_seconds=ring_seconds
+        )
+
+    async def originate_uri(
+        self, call: Call, uri: str, ring_seconds: float = 30.0, kind: str = "agent"
+    ) -> Leg | None:
+        """INVITE a static SIP URI (an agent's desk phone or softphone that does not register)."""
+        target = parse_uri(uri)
+        if not isinstance(target, SipURI):
+            return None
+        return await self.originate(call, target, uri_destination(target), f"sip:{uri}", ring_seconds, kind)
+
+    async def originate(
+        self,
+        call: Call,
+        request_uri: SipURI | TelURI,
+        destination: Address,
+        endpoint: str,
+        ring_seconds: float = 30.0,
+        kind: str = "external",
+    ) -> Leg | None:
+        """Ring `request_uri` at `destination` for `call`; the answered leg (media configured), or None
+        after a rejection, `ring_seconds` of ringing, or the caller hanging up (the INVITE is cancelled)."""
         session = await self.media.create_session()
         offer = sdp.build_offer(AUDIO_CODECS, session.local_host, session.local_port)
-        domain = _host_of(binding.contact.uri) or "hotline"
+        domain = _host_of(request_uri) or "hotline"
         caller_id = call.ani or "anonymous"
         request = build_request(
             "INVITE",
-            binding.contact.uri,
+            request_uri,
             f"<sip:{caller_id}@{domain}>",
-            f"<sip:{number}@{domain}>",
-            contact=self.stack.contact_for(binding.source),
+            f"<{request_uri}>",
+            contact=self.stack.contact_for(destination),
             body=offer.encode(),
             content_type="application/sdp",
         )
-        client = self.stack.invite(request, binding.source)
-        leg = Leg(call, "callee", client, session)
+        client = self.stack.invite(request, destination)
+        leg = Leg(call, kind, client, session)
         await self._append(
             {
                 "type": "leg.created",
                 "tenant": call.tenant,
                 "call_id": call.id,
                 "leg_id": leg.id,
-                "kind": "external",
+                "kind": kind,
                 "direction": "outbound",
-                "endpoint": f"extension:{number}",
+                "endpoint": endpoint,
             }
         )
         hangup: asyncio.Future[None] = asyncio.ensure_future(call.wait_hung_up())
