@@ -327,3 +327,24 @@ async def test_a_config_change_is_visible_without_restart(storage: Storage, tena
     await tenancy.create_tenant("bolt", "Bolt")
     await directory.refresh()
     assert directory.view("bolt") is not None
+
+
+async def test_one_broken_tenant_database_does_not_stop_the_others(
+    storage: Storage, tenancy: TenancyService, tmp_path: Path
+) -> None:
+    for tenant, number in [("acme", "4001"), ("bolt", "4002")]:
+        await tenancy.create_tenant(tenant, tenant.title())
+        await apply(storage, tenancy, tenant, tenant_document(f"{tenant}pass1", number=number), None)
+    await storage.close()
+    (tmp_path / "tenants" / "bolt" / "tenant.db").write_bytes(b"this is not a database" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "tenants" / "bolt" / f"tenant.db{suffix}").unlink(missing_ok=True)
+
+    reopened = Storage(tmp_path)
+    try:
+        directory = await Directory.open(reopened)
+        assert directory.extension("acme", "1001") is not None
+        assert directory.view("bolt") is None
+        assert await directory.refresh() == []
+    finally:
+        await reopened.close()

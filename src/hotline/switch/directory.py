@@ -345,16 +345,16 @@ class Directory:
         async with self._reload_lock:
             await self._load_platform()
             for tenant in list(self._platform.tenants):
-                await self._load_tenant(tenant)
+                await self._load_tenant_safely(tenant)
             self._drop_missing()
 
     async def reload_platform(self) -> None:
         """Re-read tenants, SIP domains and public numbers (after `hotline number assign`, a new tenant)."""
         async with self._reload_lock:
             await self._load_platform()
-            for tenant in self._platform.tenants:
+            for tenant in list(self._platform.tenants):
                 if tenant not in self._views:
-                    await self._load_tenant(tenant)
+                    await self._load_tenant_safely(tenant)
             self._drop_missing()
 
     async def reload_tenant(self, tenant: str) -> None:
@@ -377,7 +377,7 @@ class Directory:
                     log.warning("directory.revision_unreadable", tenant=tenant, error=str(error))
                     continue
                 changed = view is None or view.revision != revision
-                if changed and await self._load_tenant(tenant):
+                if changed and await self._load_tenant_safely(tenant):
                     reloaded.append(tenant)
             self._drop_missing()
         return reloaded
@@ -425,6 +425,14 @@ class Directory:
                 continue
             platform.public[number.number] = Route(number.tenant_id, number.number, target, True)
         self._platform = platform
+
+    async def _load_tenant_safely(self, tenant: str) -> bool:
+        # One tenant's unreadable database must not keep the others from being served.
+        try:
+            return await self._load_tenant(tenant)
+        except (StorageError, SQLAlchemyError) as error:
+            log.error("directory.tenant_unreadable", tenant=tenant, error=str(error))
+            return False
 
     async def _load_tenant(self, tenant: str) -> bool:
         try:
