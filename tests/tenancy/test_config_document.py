@@ -168,6 +168,7 @@ async def test_every_problem_is_listed_with_its_path_and_nothing_applied(
     bad["queues"][0]["skills"] = {"skill": "cooking"}  # queue -> missing skill
     bad["agents"][1]["queues"].append("billing")  # agent in a missing queue
     bad["agents"][1]["extension"] = "1001"  # 8001 already sits at 1001
+    bad["agents"][1]["password"] = "weak"  # its own problem, reported with its references
     bad["extensions"].append({"number": "1001", "password": "dupe1001x"})  # duplicate extension
     bad["extensions"].append({"number": "1003", "password": "short"})  # pydantic: too short
     bad["trunks"][0]["transport"] = "carrier-pigeon"  # pydantic: enumeration
@@ -187,6 +188,7 @@ async def test_every_problem_is_listed_with_its_path_and_nothing_applied(
         "queues[sales].skills: no skill 'cooking'",
         "agents[8002].queues: no queue 'billing'",
         "agents[8002].extension: extension 1001 is already agent 8001's",
+        "agents[8002].password: password must be longer than 6 characters",
         "extensions[1001]: extensions has '1001' more than once",
         "extensions[1003].password: String should have at least 8 characters",
         "reason_codes: must be a list, not text",

@@ -368,6 +368,12 @@ def _validate_items(document: Mapping[str, Any], section: str, problems: list[Co
             item = model.model_validate(raw)
         except ValidationError as error:
             problems.extend(_pydantic_problems(error, label))
+            # Without its broken fields the item may still parse: then its references are checked too,
+            # so one round of fixes is enough. (The document is refused anyway.)
+            partial = _without_broken_fields(model, raw, error)
+            if partial is not None:
+                result.items.append(partial)
+                result.labels.append(label)
             continue
         name = str(getattr(item, key_field))
         result.names.add(name)
@@ -378,6 +384,17 @@ def _validate_items(document: Mapping[str, Any], section: str, problems: list[Co
         result.items.append(item)
         result.labels.append(label)
     return result
+
+
+def _without_broken_fields(model: type[BaseModel], raw: Any, error: ValidationError) -> BaseModel | None:
+    details = error.errors()
+    if not isinstance(raw, Mapping) or any(not detail["loc"] for detail in details):
+        return None  # not a mapping, or the item as a whole is wrong
+    broken = {detail["loc"][0] for detail in details}
+    try:
+        return model.model_validate({key: value for key, value in raw.items() if key not in broken})
+    except ValidationError:
+        return None
 
 
 def _flow_problem(flow_label: str, problem: FlowProblem) -> ConfigProblem:
