@@ -7,6 +7,7 @@ peer on the wire would see. `RtpPeer`, `pcmu_params` and `engine` are shared wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import secrets
 import socket
@@ -216,8 +217,9 @@ def free_port_range(size: int) -> tuple[int, int]:
     raise RuntimeError("no free port range")
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[MediaEngine]:
+@contextlib.asynccontextmanager
+async def media_engine() -> AsyncIterator[MediaEngine]:
+    """An engine with quick housekeeping and RTCP, on a random port range."""
     media = MediaEngine(
         "127.0.0.1",
         random_port_range(400),
@@ -225,8 +227,16 @@ async def engine() -> AsyncIterator[MediaEngine]:
         rtcp_interval=0.3,
         inactivity_timeout=None,
     )
-    yield media
-    await media.close()
+    try:
+        yield media
+    finally:
+        await media.close()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[MediaEngine]:
+    async with media_engine() as media:
+        yield media
 
 
 @pytest.fixture
