@@ -51,6 +51,8 @@ class App:
         self.switch.targets["flow"] = self._run_flow
         self.switch.queue_handler = self._queue
         await self.switch.start()
+        # imports made by another process (`hotline config import`) reach this one without a restart
+        self.directory_watch = asyncio.create_task(self.switch.directory.watch())
         log.info(
             "hotline.started",
             sip=f"{settings.bind}:{settings.sip_port}",
@@ -79,6 +81,7 @@ class App:
         return await wait_in_queue(call, request)
 
     async def stop(self) -> None:
+        self.directory_watch.cancel()
         with contextlib.suppress(Exception):
             await self.switch.stop()
         with contextlib.suppress(Exception):
