@@ -80,6 +80,7 @@ FIELD_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "values": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
     "fields": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
     "mailbox": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
+    "data": st.dictionaries(st.text(max_size=6), json_values, max_size=4),
     "at": timestamps,
     "requested_at": timestamps,
     "visits": st.integers(min_value=0, max_value=10_000),

@@ -173,12 +173,20 @@ class CallDequeued(CallEvent):
 
 
 class CallOffered(CallEvent):
-    """An agent was reserved and their leg is ringing."""
+    """An agent was reserved and their leg is ringing. Carries the screen pop (ANI, DNIS, region, call data;
+    AGT-07, FM-10/11); `leg_id` is None while the agent's leg is still being set up."""
 
     type: Literal["call.offered"] = "call.offered"
     agent_id: Identifier
-    leg_id: Identifier
+    leg_id: Identifier | None = None
     queue_id: Identifier | None = None
+    ani: str = Field(default="", max_length=64)
+    withheld: bool = False
+    dnis: str = Field(default="", max_length=64)
+    region: str | None = Field(default=None, max_length=64)
+    waited_seconds: float = Field(default=0.0, ge=0)
+    device: str | None = Field(default=None, max_length=256)
+    data: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class CallOfferFailed(CallEvent):
@@ -186,7 +194,7 @@ class CallOfferFailed(CallEvent):
 
     type: Literal["call.offer_failed"] = "call.offer_failed"
     agent_id: Identifier
-    leg_id: Identifier
+    leg_id: Identifier | None = None
     reason: OfferFailure
     queue_id: Identifier | None = None
 
@@ -375,6 +383,11 @@ class AgentStateChanged(Event):
     to_state: AgentState
     reason_code: str | None = Field(default=None, max_length=64)
     call_id: Identifier | None = None
+    # SUP-05: who forced the change (a supervisor's user name), None when the agent or the ACD did.
+    changed_by: str | None = Field(default=None, max_length=64)
+    # The login's device and queues, so the ACD can restore its agents after a restart.
+    device: str | None = Field(default=None, max_length=256)
+    queues: list[str] | None = None
 
 
 class AgentWrapupEnded(Event):
