@@ -1,7 +1,8 @@
 """Sustained INVITE→200→ACK→BYE calls per second against `hotline serve`, driven by SIPp (issue #2).
 
-Starts its own server on loopback, runs SIPp's built-in `uac` scenario to the echo test number at each rate
-for a fixed time, and prints calls/s offered and completed, failures and server CPU ms per call.
+Starts its own server on loopback with the test tenant, runs SIPp's built-in `uac` scenario from the
+tenant's carrier address (127.0.0.2) to a number that answers and stays silent, at each rate for a fixed
+time, and prints calls offered and completed, failures and the server's CPU ms per call.
 
     .venv/bin/python bench/sip_calls.py --rates 100,300,500 --seconds 20
 """
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.procstat import cpu_seconds, rss_bytes
 from tests.integration.peers import HotlineServer, free_port, run_sipp
+from tests.integration.tenant import CARRIER_ADDRESS, create_tenant
 
 
 def main() -> int:
@@ -26,7 +28,7 @@ def main() -> int:
     )
     parser.add_argument("--rates", default="100,300,500", help="comma-separated calls/s")
     parser.add_argument("--seconds", type=int, default=20, help="duration of each step")
-    parser.add_argument("--number", default="9198", help="number dialled (the silent test number)")
+    parser.add_argument("--number", default="02161234560", help="number dialled (answers, stays silent)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,7 +37,9 @@ def main() -> int:
             f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>7} {'fail %':>7} {'CPU ms/call':>12} {'RSS MB':>7}"
         )
         for rate in [int(r) for r in args.rates.split(",")]:
-            server = HotlineServer(data_dir=workdir / f"data-{rate}", command="demo").start()
+            data_dir = workdir / f"data-{rate}"
+            create_tenant(data_dir)
+            server = HotlineServer(data_dir=data_dir, env={"HOTLINE_LOG_LEVEL": "warning"}).start()
             assert server.process is not None
             pid = server.process.pid
             calls = rate * args.seconds
@@ -49,7 +53,7 @@ def main() -> int:
                     "-s",
                     args.number,
                     "-i",
-                    "127.0.0.1",
+                    CARRIER_ADDRESS,
                     "-p",
                     str(free_port()),
                     "-r",

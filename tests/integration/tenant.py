@@ -26,6 +26,7 @@ def document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "numbers": [
             {"number": "9196", "target": "echo", "public": False},
             {"number": "9197", "target": "readback", "public": False},
+            {"number": "02161234560", "target": "silence"},
             {"number": "02161234567", "target": "echo"},
             {"number": "02161234568", "target": "readback"},
             {"number": "02161234569", "target": "extension:1002"},

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections import OrderedDict
@@ -277,35 +278,19 @@ class GoertzelDetector:
         self.reset()
 
     def _build_basis(self) -> None:
-        rate = self.sample_rate
-        lengths = [round(_CYCLES * rate / f) for f in _TONES]
-        window = max(lengths)
-        self.window = window
-        columns = np.zeros((window, 4 * len(_TONES)), dtype=np.complex128)
-        sub_shift = []
-        for k, (freq, length) in enumerate(zip(_TONES, lengths, strict=True)):
-            start = (window - length) // 2
-            sub = round(_SUB * length)
-            shift = length - sub
-            sub_shift.append(shift)
-            n = np.arange(window)
-            carrier = np.exp(-2j * np.pi * freq * n / rate)
-            harmonic = np.exp(-4j * np.pi * freq * n / rate)
-            hann = np.hanning(sub + 2)[1:-1]
-            columns[start : start + length, k] = carrier[start : start + length]
-            columns[start : start + sub, 8 + k] = hann * carrier[start : start + sub]
-            columns[start + shift : start + length, 16 + k] = hann * carrier[start + shift : start + length]
-            columns[start : start + length, 24 + k] = harmonic[start : start + length]
-        self._basis = columns
-        self._lengths = np.array(lengths, dtype=np.float64)
-        self._shifts = np.array(sub_shift, dtype=np.float64)
-        self._freqs = np.array(_TONES)
-        self._window_index = np.arange(window)[None, :]
-        self._power_scale = np.tile(2 / self._lengths**2, 4)  # |X|^2 -> power of a sine (A^2 / 2)
-        self._deviation_scale = rate / (2 * np.pi * self._shifts * self._freqs)  # phase -> relative error
-        self._bins_per_deviation = self._freqs * self._lengths / rate
+        # Every detector at one rate shares the same read-only tables: built once, not once per call leg.
+        tables = _basis_tables(self.sample_rate)
+        self.window = tables.window
+        self._basis = tables.basis
+        self._lengths = tables.lengths
+        self._shifts = tables.shifts
+        self._freqs = tables.freqs
+        self._window_index = tables.window_index
+        self._power_scale = tables.power_scale
+        self._deviation_scale = tables.deviation_scale
+        self._bins_per_deviation = tables.bins_per_deviation
         self._bounds_cache: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
-        self._keypad = np.array([DTMF_DIGITS.index(KEYPAD[r][c]) for r in range(4) for c in range(4)])
+        self._keypad = tables.keypad
 
     def reset(self) -> None:
         if self._resampler is not None:
@@ -452,3 +437,54 @@ def dbm0(samples: NDArray[np.int16]) -> float:
     values = np.asarray(samples, dtype=np.float64)
     rms = math.sqrt(float(np.mean(values**2))) if len(values) else 0.0
     return 20 * math.log10(max(rms, 1e-9) / (ZERO_DBM0_AMPLITUDE / math.sqrt(2)))
+
+
+@dataclass(frozen=True)
+class _BasisTables:
+    window: int
+    basis: NDArray[np.complex128]
+    lengths: NDArray[np.float64]
+    shifts: NDArray[np.float64]
+    freqs: NDArray[np.float64]
+    window_index: NDArray[np.int64]
+    power_scale: NDArray[np.float64]
+    deviation_scale: NDArray[np.float64]
+    bins_per_deviation: NDArray[np.float64]
+    keypad: NDArray[np.int64]
+
+
+@functools.lru_cache(maxsize=8)
+def _basis_tables(rate: int) -> _BasisTables:
+    lengths = [round(_CYCLES * rate / f) for f in _TONES]
+    window = max(lengths)
+    columns = np.zeros((window, 4 * len(_TONES)), dtype=np.complex128)
+    sub_shift = []
+    for k, (freq, length) in enumerate(zip(_TONES, lengths, strict=True)):
+        start = (window - length) // 2
+        sub = round(_SUB * length)
+        shift = length - sub
+        sub_shift.append(shift)
+        n = np.arange(window)
+        carrier = np.exp(-2j * np.pi * freq * n / rate)
+        harmonic = np.exp(-4j * np.pi * freq * n / rate)
+        hann = np.hanning(sub + 2)[1:-1]
+        columns[start : start + length, k] = carrier[start : start + length]
+        columns[start : start + sub, 8 + k] = hann * carrier[start : start + sub]
+        columns[start + shift : start + length, 16 + k] = hann * carrier[start + shift : start + length]
+        columns[start : start + length, 24 + k] = harmonic[start : start + length]
+    columns.flags.writeable = False
+    length_array = np.array(lengths, dtype=np.float64)
+    shifts = np.array(sub_shift, dtype=np.float64)
+    freqs = np.array(_TONES, dtype=np.float64)
+    return _BasisTables(
+        window=window,
+        basis=columns,
+        lengths=length_array,
+        shifts=shifts,
+        freqs=freqs,
+        window_index=np.arange(window)[None, :],
+        power_scale=np.tile(2 / length_array**2, 4),  # |X|^2 -> power of a sine (A^2 / 2)
+        deviation_scale=rate / (2 * np.pi * shifts * freqs),  # phase -> relative error
+        bins_per_deviation=freqs * length_array / rate,
+        keypad=np.array([DTMF_DIGITS.index(KEYPAD[r][c]) for r in range(4) for c in range(4)]),
+    )

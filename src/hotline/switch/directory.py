@@ -184,8 +184,8 @@ class Trunk(_Model):
 
 # --- the number plan -------------------------------------------------------------------------------------
 
-TargetKind = Literal["flow", "queue", "extension", "forward", "echo", "readback"]
-TARGET_KINDS: Final = ("flow", "queue", "extension", "forward", "echo", "readback")
+TargetKind = Literal["flow", "queue", "extension", "forward", "echo", "readback", "silence"]
+TARGET_KINDS: Final = ("flow", "queue", "extension", "forward", "echo", "readback", "silence")
 _TARGETS_WITH_REF: Final = ("flow", "queue", "extension", "forward")
 
 

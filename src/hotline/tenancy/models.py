@@ -17,11 +17,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from hotline.storage.schema import PlatformBase, UtcDateTime
 
 TenantStatus = Literal["active", "suspended", "closed"]
-TargetType = Literal["flow", "queue", "extension", "forward", "echo", "readback"]
+TargetType = Literal["flow", "queue", "extension", "forward", "echo", "readback", "silence"]
 NumberKind = Literal["e164", "400", "did", "short"]
 
 TENANT_STATUSES: Final = ("active", "suspended", "closed")
-TARGET_TYPES: Final = ("flow", "queue", "extension", "forward", "echo", "readback")
+TARGET_TYPES: Final = ("flow", "queue", "extension", "forward", "echo", "readback", "silence")
 
 
 class TenantRecord(PlatformBase):
