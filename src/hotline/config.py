@@ -4,8 +4,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IceServerSetting(BaseModel):
+    """A STUN or TURN server for browser media: `urls` (one or several), TURN with `username` and
+    `credential`. In HOTLINE_ICE_SERVERS (JSON) a plain string stands for `{"urls": [string]}`."""
+
+    urls: list[str] = Field(min_length=1)
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("urls")
+    @classmethod
+    def _stun_or_turn(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if url.split(":", 1)[0].lower() not in ("stun", "stuns", "turn", "turns") or ":" not in url:
+                raise ValueError(f"ICE server URL {url!r} must start with stun:, stuns:, turn: or turns:")
+        return value
+
+    @model_validator(mode="after")
+    def _turn_credentials(self) -> IceServerSetting:
+        turn = any(url.lower().startswith("turn") for url in self.urls)
+        if turn and not (self.username and self.credential):
+            raise ValueError("a TURN server needs a username and a credential")
+        return self
 
 
 class Settings(BaseSettings):
@@ -24,8 +53,22 @@ class Settings(BaseSettings):
     # The address put in SDP and Contact headers when binding to a wildcard address.
     public_address: str | None = None
     database_url: str | None = None
+    # Browser media (WebRTC). ICE servers, e.g. HOTLINE_ICE_SERVERS='["stun:stun.example.com:3478",
+    # {"urls": "turn:turn.example.com:3478", "username": "hotline", "credential": "..."}]'; none by default.
+    ice_servers: list[IceServerSetting] = Field(default_factory=list)
+    # Addresses offered to browsers as host candidates; empty: every interface's address but loopback (LAN).
+    ice_host_addresses: list[str] = Field(default_factory=list)
     log_level: str = "info"
     log_json: bool = True
+    # An agent whose browser vanished (every CTI connection gone) is logged out after this long (AGT-13).
+    cti_grace_seconds: float = Field(60.0, ge=0, le=3600)
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _plain_urls(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"urls": [item]} if isinstance(item, str) else item for item in value]
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -28,6 +28,7 @@ from hotline.switch.control import (
 )
 
 if TYPE_CHECKING:
+    from hotline.switch.browser import BrowserLeg
     from hotline.switch.service import Switch
 
 log = get_logger("hotline.switch")
@@ -36,20 +37,40 @@ Emit = Callable[..., Awaitable[None]]
 
 
 class Leg:
-    """One party of a call: a SIP dialog and its media session."""
+    """One party of a call: a SIP dialog and its media session, or an agent's browser (no SIP dialog: `sip`
+    is None, `browser` the `switch.browser.BrowserLeg`, `media` the agent's `WebRtcChannel`)."""
 
-    def __init__(self, call: Call, role: str, sip: InviteSession, media: Any) -> None:
+    def __init__(
+        self,
+        call: Call,
+        role: str,
+        sip: InviteSession | None,
+        media: Any,
+        *,
+        browser: BrowserLeg | None = None,
+    ) -> None:
         self.id = new_id()
         self.call = call
         self.role = role  # "caller", "agent", "supervisor", "external"
         self.sip = sip
         self.media = media
+        self.browser = browser
         self.local_sdp = b""
         self.answered_at: float | None = None
 
     @property
     def ended(self) -> bool:
-        return self.sip.ended.is_set()
+        if self.sip is not None:
+            return self.sip.ended.is_set()
+        return self.browser is None or self.browser.ended.is_set()
+
+    async def release(self, cause: str) -> None:
+        """Hang this leg up: a BYE for a SIP dialog; for a browser leg, unbridge and tell the browser (the
+        agent's media channel stays up for the next call)."""
+        if self.sip is not None:
+            await self.sip.bye(cause)
+        elif self.browser is not None:
+            await self.browser.release(cause)
 
 
 class Call:
@@ -213,7 +234,7 @@ class Call:
         and logged exactly once)."""
         self.end_cause = self.end_cause or cause
         for leg in self.legs:
-            await leg.sip.bye(cause)
+            await leg.release(cause)
         await self.switch.call_ended(self, self.end_cause)
 
     async def event(self, event_type: str, /, **fields: Any) -> None:

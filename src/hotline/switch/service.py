@@ -26,6 +26,7 @@ from hotline.media.bridge import Bridge
 from hotline.media.recorder import Recorder
 from hotline.media.session import MediaEngine, MediaParams
 from hotline.media.tts import SpeechSynthesizer
+from hotline.media.webrtc import ChannelBridge
 from hotline.sip import sdp
 from hotline.sip.auth import DigestChallenger, LockoutTracker
 from hotline.sip.dialog import build_request
@@ -37,6 +38,7 @@ from hotline.sip.transaction import Address, uri_destination
 from hotline.sip.uri import SipURI, TelURI, parse_uri
 from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
+from hotline.switch.browser import AGENT_HANGUP, CONNECTION_LOST, SIGNED_OUT, BrowserPhones
 from hotline.switch.call import Call, Leg
 from hotline.switch.control import CallGone, QueueOutcome, QueueRequest, RecordingRef, TransferTarget
 from hotline.switch.prompts import PromptRenderer
@@ -79,6 +81,7 @@ class Switch:
     directory: Any  # hotline.switch.directory.Directory
     stack: SipStack = field(init=False)
     media: MediaEngine = field(init=False)
+    browsers: BrowserPhones = field(init=False)
     calls: dict[str, Call] = field(default_factory=dict)
     targets: dict[str, TargetRunner] = field(default_factory=dict)
     queue_handler: Callable[[Call, QueueRequest], Awaitable[QueueOutcome]] | None = None
@@ -102,6 +105,7 @@ class Switch:
         self.prompts = PromptRenderer(
             SpeechSynthesizer(self.settings.data_dir / "cache" / "tts"), self.settings.data_dir / "tenants"
         )
+        self.browsers = BrowserPhones(self)
         self.targets.setdefault("extension", self.dial_extension)
         self.targets.setdefault("echo", echo_test)
         self.targets.setdefault("readback", dtmf_readback)
@@ -119,6 +123,7 @@ class Switch:
         for call in list(self.calls.values()):
             with contextlib.suppress(Exception):
                 await call.hangup("shutdown")
+        await self.browsers.close()
         await self.stack.close()
         await self.media.close()
 
@@ -261,10 +266,15 @@ class Switch:
         return leg
 
     def _leg_gone(self, leg: Leg) -> None:
-        leg.media.close()
         call = leg.call
+        if leg.browser is not None:
+            # the agent's browser left (hang-up, vanished, signed out): its channel is not ours to close
+            if not call.hung_up:
+                self._spawn(call.hangup(leg.browser.end_reason or AGENT_HANGUP))
+            return
+        leg.media.close()
         if leg is call.caller:
-            call.mark_gone(leg.sip.end_reason or "remote hangup")
+            call.mark_gone((leg.sip.end_reason if leg.sip is not None else "") or "remote hangup")
         elif call.bridge is not None and not call.hung_up:
             # the other party hung up a two-party call: release the caller too
             self._spawn(call.hangup("remote hangup"))
@@ -417,7 +427,10 @@ class Switch:
         caller.media.stop_playing()
         recorder = Recorder(self.settings.data_dir / "recordings", call.tenant, call.id)
         call.recording = recorder
-        call.bridge = Bridge(caller.media, leg.media, recorder)
+        if leg.browser is not None:  # the agent's browser channel (WebRTC)
+            call.bridge = ChannelBridge(caller.media, leg.media, recorder)
+        else:
+            call.bridge = Bridge(caller.media, leg.media, recorder)
         await self._append(
             {
                 "type": "recording.started",
@@ -437,10 +450,13 @@ class Switch:
             return
         call.mark_gone(cause)
         hangup_side = "customer" if cause in ("remote hangup", "cancelled") else "system"
+        if cause in (AGENT_HANGUP, CONNECTION_LOST, SIGNED_OUT):
+            hangup_side = "agent"
         if call.bridge is not None:
             call.bridge.unbridge()
         for leg in call.legs:
-            leg.media.close()
+            if leg.browser is None:  # an agent's browser channel stays up for the next call
+                leg.media.close()
         if call.recording is not None:
             info = await call.recording.close()
             await self._append(
@@ -561,7 +577,8 @@ def _caller_number(request: Request) -> tuple[str | None, bool]:
 
 
 def _cause_name(cause: str) -> str:
-    return {"remote hangup": "normal_clearing", "local hangup": "normal_clearing"}.get(cause, cause)[:64]
+    normal = ("remote hangup", "local hangup", AGENT_HANGUP)
+    return ("normal_clearing" if cause in normal else cause)[:64]
 
 
 async def build_switch(
