@@ -47,6 +47,10 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=None, help="HTTP/WebSocket port (default 8080)")
     parser.add_argument("--rtp-ports", default=None, help="RTP port range A-B (default 20000-29999)")
     parser.add_argument("--public-address", default=None, help="address announced in SDP and Contact")
+    parser.add_argument("--sip-tls-port", type=int, default=None, help="SIP over TLS port (off by default)")
+    parser.add_argument("--sip-ws-port", type=int, default=None, help="SIP over WebSocket port (RFC 7118)")
+    parser.add_argument("--tls-cert", type=Path, default=None, help="certificate (PEM) for TLS and WSS")
+    parser.add_argument("--tls-key", type=Path, default=None, help="private key (PEM) for TLS and WSS")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +113,17 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, object] = {}
-    for name in ("data_dir", "bind", "sip_port", "http_port", "public_address"):
+    for name in (
+        "data_dir",
+        "bind",
+        "sip_port",
+        "http_port",
+        "public_address",
+        "sip_tls_port",
+        "sip_ws_port",
+        "tls_cert",
+        "tls_key",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value

@@ -9,27 +9,63 @@ from __future__ import annotations
 
 import random
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from hotline.media.player import decode_audio_file
-from tests.integration.peers import Baresip, HotlineServer, free_port, run_sipp, sip_options
+from tests.integration.peers import (
+    Baresip,
+    HotlineServer,
+    free_port,
+    options_request,
+    run_sipp,
+    self_signed_certificate,
+    sip_options,
+)
 from tests.integration.tenant import CARRIER_ADDRESS, PASSWORDS, create_tenant
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent / "scenarios"
 
 
+@dataclass
+class SecureServer(HotlineServer):
+    """The server with TLS and WebSocket listeners too."""
+
+    tls_port: int = 0
+    ws_port: int = 0
+    cert: Path = Path()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HotlineServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
     data_dir = tmp_path_factory.mktemp("hotline")
     create_tenant(data_dir)
-    server = HotlineServer(data_dir=data_dir).start()
+    cert, key = self_signed_certificate(data_dir)
+    tls_port, ws_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    server = HotlineServer(
+        data_dir=data_dir,
+        extra_args=[
+            "--sip-tls-port",
+            str(tls_port),
+            "--sip-ws-port",
+            str(ws_port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ],
+    ).start()
+    server.tls_port, server.ws_port, server.cert = tls_port, ws_port, cert  # type: ignore[attr-defined]
     yield server
     server.stop()
     print(server.log_tail(200))
@@ -59,6 +95,20 @@ def test_options_over_udp_and_tcp(server: HotlineServer, tmp_path: Path, transpo
         "5",
     )
     assert (ok, failed) == (5, 0), output
+
+
+def test_options_over_tls_and_secure_websocket(server: SecureServer) -> None:
+    """TLS (with the configured certificate) and WSS (RFC 7118) listeners answer (issue #2 item 8)."""
+    context = ssl.create_default_context(cafile=str(server.cert))
+    raw = socket.create_connection(("127.0.0.1", server.tls_port))
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(options_request(server.tls_port, "TLS"))
+        assert tls.recv(65535).startswith(b"SIP/2.0 200 OK")
+    url = f"wss://localhost:{server.ws_port}/"
+    with connect(url, subprotocols=[Subprotocol("sip")], ssl=context, open_timeout=10) as ws:
+        ws.send(options_request(server.ws_port, "WSS").decode())
+        reply = ws.recv(timeout=10)
+        assert str(reply).startswith("SIP/2.0 200 OK")
 
 
 def test_phone_registers_with_digest_password(server: HotlineServer, tmp_path: Path) -> None:

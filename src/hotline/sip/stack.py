@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -377,13 +378,17 @@ class SipStack:
     """Transports + transactions + dialogs, driven on the running event loop."""
 
     public_address: str | None = None
+    tls_context: ssl.SSLContext | None = None
     timers: TimerConfig | None = None
     session_timers: SessionTimerSettings | None = field(default_factory=SessionTimerSettings)
     user_agent: str = "Hotline"
 
     def __post_init__(self) -> None:
         self.transports = TransportLayer(
-            self._on_message, public_address=self.public_address, on_send_failure=self._on_send_failure
+            self._on_message,
+            tls_context=self.tls_context,
+            public_address=self.public_address,
+            on_send_failure=self._on_send_failure,
         )
         self.transactions = TransactionLayer(
             self._send, timers=self.timers, sent_by=self.transports.local_address_for

@@ -35,6 +35,7 @@ from hotline.sip.message import Request
 from hotline.sip.registrar import Authenticator, LocationService, Registrar
 from hotline.sip.stack import IncomingRequest, ServerInvite, SipStack
 from hotline.sip.transaction import Address, uri_destination
+from hotline.sip.transport import server_tls_context
 from hotline.sip.uri import SipURI, TelURI, parse_uri
 from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
@@ -88,7 +89,10 @@ class Switch:
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.stack = SipStack(public_address=self.settings.public_address)
+        tls = None
+        if self.settings.tls_cert is not None and self.settings.tls_key is not None:
+            tls = server_tls_context(self.settings.tls_cert, self.settings.tls_key)
+        self.stack = SipStack(public_address=self.settings.public_address, tls_context=tls)
         self.media = MediaEngine(
             self.settings.public_address or _media_host(self.settings.bind),
             (self.settings.rtp_port_min, self.settings.rtp_port_max),
@@ -116,8 +120,14 @@ class Switch:
     async def start(self) -> None:
         self.stack.on_invite(self._on_invite)
         self.stack.on_request("REGISTER", self._on_register)
-        host = self.settings.bind
-        await self.stack.start([("UDP", host, self.settings.sip_port), ("TCP", host, self.settings.sip_port)])
+        host, port = self.settings.bind, self.settings.sip_port
+        points = [("UDP", host, port), ("TCP", host, port)]
+        if self.settings.sip_tls_port is not None:
+            points.append(("TLS", host, self.settings.sip_tls_port))
+        if self.settings.sip_ws_port is not None:
+            # WebSocket for browser SIP clients (RFC 7118); WSS when a certificate is configured
+            points.append(("WSS" if self.stack.tls_context else "WS", host, self.settings.sip_ws_port))
+        await self.stack.start(points)
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
@@ -387,6 +397,15 @@ class Switch:
         answered: asyncio.Future[Any] = client.final
         try:
             await asyncio.wait({answered, hangup}, timeout=ring_seconds, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # The offer was withdrawn (ring-all: another agent answered): stop the ringing, or hang up a leg
+            # that answered in the same instant, so no phone is left ringing or connected to nobody.
+            if client.final.done() and client.final.result().status < 300:
+                self._spawn(client.bye("cancelled"))
+            else:
+                client.cancel()
+            session.close()
+            raise
         finally:
             hangup.cancel()
         if not client.final.done() or client.final.result().status >= 300:
