@@ -6,8 +6,9 @@ Models (pydantic v2, unknown fields refused):
   ``wrap_up_seconds`` (5; ACD-08), ``acw_mode`` (``none`` | ``timed`` | ``mandatory``; ACD-10),
   ``ring_timeout``, ``max_wait`` and ``max_length`` with their final destinations (ACD-19), the service
   level threshold ``service_level_seconds`` (T, 20) and ``service_level_target`` (percent, 80),
-  ``short_abandon_seconds`` (S, 5), ``overflow`` rules (ACD-06/07), ``music``, default ``skills`` and
-  ``priority``.
+  ``short_abandon_seconds`` (S, 5), ``overflow`` rules (ACD-06/07/21), ``music``, default ``skills`` and
+  ``priority``, ``join_when_no_agents``, ``sticky_seconds`` (ACD-04), ``announce_every_seconds`` and
+  ``vip_boost`` (ACD-03).
 - :class:`Skill`: ``id``, ``name``.
 - :class:`Agent`: ``id`` (the agent number, 工号), ``name``, ``password_hash`` (argon2; a document may give
   ``password`` instead, which is checked and hashed on validation and never kept), ``skills`` (skill id →
@@ -143,12 +144,24 @@ class QueueDestination(_Model):
 class OverflowRule(_Model):
     """After ``after_seconds`` in the queue the call is also offered to ``queues``, keeping its place
     (ACD-06). With ``when_waiting_over`` / ``when_idle_at_least`` the rule applies only while this queue
-    has more than that many waiting and the target has at least that many idle agents (ACD-07)."""
+    has more than that many waiting and the target has at least that many idle agents (ACD-07);
+    ``when_expected_wait_over`` (seconds, MET-09) and ``when_no_agents`` (nobody logged in) are further
+    conditions (ACD-21). A rule with a ``destination`` instead takes the call out of the queue to an IVR
+    flow, voicemail or elsewhere (the flow's ``overflow`` exit)."""
 
     after_seconds: float = Field(default=0.0, ge=0, le=14_400)
-    queues: list[ConfigId] = Field(min_length=1, max_length=10)
+    queues: list[ConfigId] = Field(default_factory=list, max_length=10)
+    destination: QueueDestination | None = None
     when_waiting_over: int | None = Field(default=None, ge=0, le=100_000)
     when_idle_at_least: int | None = Field(default=None, ge=1, le=100_000)
+    when_expected_wait_over: float | None = Field(default=None, ge=0, le=14_400)
+    when_no_agents: bool = False
+
+    @model_validator(mode="after")
+    def _somewhere_to_go(self) -> OverflowRule:
+        if not self.queues and self.destination is None:
+            raise ValueError("an overflow rule names queues or a destination")
+        return self
 
 
 class Queue(_Model):
@@ -172,6 +185,14 @@ class Queue(_Model):
     priority: int = Field(default=0, ge=0, le=100)
     # Dispositions (AGT-09) agents must give for this queue's calls.
     disposition_required: bool = False
+    # Whether calls may join while no agent is logged in; if not, they get the flow's "unavailable" exit.
+    join_when_no_agents: bool = True
+    # Sticky routing (ACD-04): offer a caller to the agent who served them last, for this long (0: off).
+    sticky_seconds: float = Field(default=0.0, ge=0, le=3600)
+    # Position and expected-wait announcements to waiting callers every so often (0: never).
+    announce_every_seconds: float = Field(default=45.0, ge=0, le=3600)
+    # Priority points per VIP level of the caller (call data "vip_level", 0-9), ACD-03/05.
+    vip_boost: int = Field(default=10, ge=0, le=100)
 
 
 # --- skills, agents, reason codes --------------------------------------------------------------------------
