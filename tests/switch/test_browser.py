@@ -20,7 +20,7 @@ from aiortc.contrib.media import MediaPlayer
 from pydantic import ValidationError
 
 from hotline.config import Settings
-from hotline.media.webrtc import ChannelBridge, ChannelState
+from hotline.media.webrtc import ChannelBridge, ChannelState, WebRtcError
 from hotline.switch.browser import BrowserNotice, ice_settings
 from hotline.switch.call import Call, Leg
 from hotline.switch.service import Switch
@@ -315,6 +315,13 @@ async def test_a_channel_dropping_while_ringing_ends_the_offer(switch: Switch, t
         assert await asyncio.wait_for(ringing, 1) is None
         assert not switch.browsers.connected(TENANT, AGENT)
         assert not call.hung_up  # the caller waits for another agent
+
+
+async def test_a_bad_offer_is_refused_and_leaves_the_agent_unattached(switch: Switch) -> None:
+    with pytest.raises(WebRtcError, match="not valid SDP"):
+        await switch.browsers.attach(TENANT, AGENT, "not sdp")
+    assert not switch.browsers.connected(TENANT, AGENT)
+    assert switch.browsers.channel(TENANT, AGENT) is None
 
 
 def test_ice_servers_come_from_the_settings() -> None:

@@ -151,7 +151,12 @@ class BrowserPhones:
                 on_state=lambda changed, state: self._on_channel_state(phone, changed, state),
                 inactivity_timeout=self.inactivity_timeout,
             )
-            answer = await channel.accept_offer(offer_sdp)
+            try:
+                answer = await channel.accept_offer(offer_sdp)
+            except BaseException:
+                if phone.channel is None and phone.leg is None and phone.offer is None:
+                    self._phones.pop((tenant, agent_id), None)  # nothing to keep for a failed first offer
+                raise
             old, phone.channel = phone.channel, channel
             if phone.lost_timer is not None:
                 phone.lost_timer.cancel()
