@@ -734,3 +734,50 @@ def test_late_packets_keep_their_place_and_stragglers_of_an_old_source_are_mappe
     assert out.map(0xA, 499, 79840, 1.07) == (9, 840, False)  # a straggler of A keeps A's offsets
     assert out.map(0xA, 100, 0, 1.08) == (14, 1640, True)  # A comes back for real: it is the source again
     assert out.source == 0xA
+
+
+def test_receive_statistics_follow_a_restarted_source_but_not_a_stray_packet() -> None:
+    from hotline.media.session import ReceiveStats
+
+    stats = ReceiveStats(8000)
+    for index in range(10):
+        stats.update(0xA, 100 + index, 160 * index, 0.02 * index, 160, True)
+    stats.update(0xA, 30000, 5, 0.2, 160, True)  # one stray packet far away: not believed
+    assert (stats.base_seq, stats.max_seq, stats.received) == (100, 109, 10)
+    stats.update(0xA, 110, 1600, 0.22, 160, True)
+    assert stats.loss_ratio == 0.0
+    stats.update(0xA, 40000, 7, 0.24, 160, True)  # the source really restarted: two in a row
+    stats.update(0xA, 40001, 167, 0.26, 160, True)
+    assert (stats.base_seq, stats.max_seq, stats.received) == (40001, 40001, 1)
+    assert stats.packets == 14
+
+
+async def test_batching_under_load_keeps_relaying_with_little_delay() -> None:
+    from hotline.media.bridge import Bridge
+
+    media = MediaEngine(
+        "127.0.0.1", free_port_range(40), inactivity_timeout=None, batch_interval=0.001, batch_min_sessions=2
+    )
+    caller, agent = await RtpPeer.open(), await RtpPeer.open()
+    try:
+        a = await media.create_session(pcmu_params(caller))
+        b = await media.create_session(pcmu_params(agent))
+        bridge = Bridge(a, b)
+        await settle(0.05)
+        assert media.batching
+        sent_at = []
+        for _ in range(25):
+            sent_at.append(time.monotonic())
+            caller.send(a.local_port)
+            await asyncio.sleep(0.02)
+        assert await agent.wait_for(25)
+        delays = [r.at - t for r, t in zip(agent.received, sent_at, strict=True)]
+        assert sorted(delays)[len(delays) // 2] < 0.004  # the median packet waits about a millisecond
+        bridge.unbridge()
+        b.close()
+        await settle(0.05)
+        assert not media.batching  # below the threshold the loop blocks in epoll again
+    finally:
+        caller.close()
+        agent.close()
+        await media.close()

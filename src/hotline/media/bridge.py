@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from hotline.media.codecs import CodecError, CodecInfo, Decoder, Resampler, Tran
 from hotline.media.codecs.g711 import ALAW_DECODE, ULAW_DECODE
 from hotline.media.mixer import Conference, ParticipantMode
 from hotline.media.recorder import Channel, Recorder, RecordingError, RtpTimeline
-from hotline.media.rtp import MAX_DROPOUT, RtpError, is_rtcp, payload_bounds, read_header, ts_delta
+from hotline.media.rtp import RtpError, is_rtcp, payload_bounds, read_header, ts_delta
 from hotline.media.session import (
     Address,
     Frame,
@@ -86,15 +87,18 @@ class _Path:
 
     __slots__ = (
         "bridge",
+        "dest",
         "dst",
         "fast_pt",
         "out",
         "out_pt",
+        "peer",
+        "relayed",
         "rx",
+        "sendto",
         "src",
         "tap",
         "transcoders",
-        "transport",
     )
 
     def __init__(self, bridge: Bridge, src: MediaSession, dst: MediaSession) -> None:
@@ -103,11 +107,23 @@ class _Path:
         self.dst = dst
         self.rx = src._rx
         self.out = dst._out
-        self.transport = dst._transport
         self.fast_pt = -1
         self.out_pt = 0
         self.tap: _Tap | None = None
         self.transcoders: dict[str, Transcoder] = {}
+        self.relayed = 0
+        # copies of the legs' addresses and the sending function, kept current by the bridge, so the hot
+        # path reads slots rather than the sessions' dictionaries
+        self.peer: Address | None = None
+        self.dest: Address | None = None
+        self.sendto: Callable[[Any, Any], None] | None = None
+        self.addresses_changed()
+
+    def addresses_changed(self) -> None:
+        self.peer = self.src._peer
+        self.dest = self.dst._relay_addr
+        transport = self.dst._transport
+        self.sendto = None if transport is None or self.dest is None else transport.sendto
 
     def setup(self, tap: _Tap | None) -> None:
         src_codecs, dst_codecs = self.src.codecs, self.dst.codecs
@@ -122,46 +138,46 @@ class _Path:
             ),
             -1,  # RTCP packet types 200-204 read as payload types 72-76 with the marker: never fast
         )
-        self.transport = self.dst._transport
         self.out = self.dst._out
         self.rx = self.src._rx
         self.tap = tap
+        self.addresses_changed()
 
     def forward(self, data: bytes, addr: Address) -> None:
-        """The hot path: `datagram_received` of the source leg while bridged."""
-        src = self.src
-        if addr != src._peer and not src._accept_source(addr):
+        """The hot path: the source leg's `datagram_received` while bridged. Every in-order packet of the
+        current source in the expected codec is handled here with slot reads and one struct call each way."""
+        if addr != self.peer and not self.src._accept_source(addr):
             return
-        if len(data) > 12:
+        size = len(data)
+        if size > 12:
             b0, b1, seq, ts, ssrc = _unpack(data, 0)
             rx = self.rx
             if b0 == 0x80 and (b1 & 0x7F) == self.fast_pt and ssrc == rx.ssrc:
-                delta = (seq - rx.max_seq) & 0xFFFF
-                if 0 < delta < MAX_DROPOUT:
+                max_seq = rx.max_seq
+                if 0 < ((seq - max_seq) & 0xFFFF) < 3000:  # in order (RFC 3550 A.1's MAX_DROPOUT)
                     now = _monotonic()
-                    if seq < rx.max_seq:
+                    if seq < max_seq:
                         rx.cycles += 0x10000
                     rx.max_seq = seq
                     rx.received += 1
                     rx.packets += 1
-                    rx.octets += len(data) - 12
                     transit = now * rx.clock_rate - ts
                     change = transit - rx.transit
                     rx.transit = transit
                     if change < 0:
                         change = -change
-                    if change < 0x7FFFFFFF:
+                    if change < 2147483647.0:
                         rx.jitter += (change - rx.jitter) * 0.0625
                     tap = self.tap
                     if tap is not None:
                         if not tap.packets:
                             tap.first_arrival = now
                         tap.packets.append((ts, data))
-                    dest = self.dst._relay_addr
+                    dest = self.dest
                     if dest is None:  # the other leg is held or hears DTMF: its stream stays as it is
                         return
                     out = self.out
-                    if ssrc == out.source and (ts - out.last_in_ts) & 0xFFFFFFFF < out.max_step:
+                    if ssrc == out.source and ((ts - out.last_in_ts) & 0xFFFFFFFF) < out.max_step:
                         out.last_in_seq = seq
                         out.last_in_ts = ts
                         out.time = now
@@ -175,10 +191,10 @@ class _Path:
                             (ts + out.ts_offset) & 0xFFFFFFFF,
                             out.ssrc,
                         )
-                        self.transport.sendto(buf, dest)  # type: ignore[union-attr]
-                        self.dst.tx_packets += 1
-                        self.dst.tx_octets += len(data) - 12
-                        self.bridge.relayed += 1
+                        self.sendto(buf, dest)  # type: ignore[misc]
+                        out.packets += 1
+                        out.octets += size - 12
+                        self.relayed += 1
                         return
                     self._relay_mapped(data, b1 & 0x80, self.out_pt, seq, ts, ssrc, now)
                     return
@@ -188,16 +204,17 @@ class _Path:
         self, data: bytes, marker: int, pt: int, seq: int, ts: int, ssrc: int, now: float
     ) -> None:
         """Relay one packet through the complete mapping (new source, timestamp jump, late packet)."""
-        dest = self.dst._relay_addr
-        if dest is None or self.transport is None:
+        dest = self.dest
+        if dest is None or self.sendto is None:
             return
-        out_seq, out_ts, resync = self.out.map(ssrc, seq, ts, now)
+        out = self.out
+        out_seq, out_ts, resync = out.map(ssrc, seq, ts, now)
         buf = bytearray(data)
-        _pack_into(buf, 0, data[0], (0x80 if resync else marker) | pt, out_seq, out_ts, self.out.ssrc)
-        self.transport.sendto(buf, dest)
-        self.dst.tx_packets += 1
-        self.dst.tx_octets += len(data) - 12
-        self.bridge.relayed += 1
+        _pack_into(buf, 0, data[0], (0x80 if resync else marker) | pt, out_seq, out_ts, out.ssrc)
+        self.sendto(buf, dest)
+        out.packets += 1
+        out.octets += len(data) - 12
+        self.relayed += 1
 
     def _slow(self, data: bytes, addr: Address) -> None:
         src, dst = self.src, self.dst
@@ -261,7 +278,7 @@ class _Path:
         for out in payloads:
             ticks = _payload_ticks(dst_codecs.send, len(out)) or frame_ticks
             dst.send_payload(out, ticks, now)
-            self.bridge.relayed += 1
+            self.relayed += 1
 
 
 class Bridge:
@@ -293,19 +310,28 @@ class Bridge:
         self.recorder = recorder
         self.recording_started = _monotonic() if recording_started is None else recording_started
         self.flush_ticks = max(1, flush_ticks)
-        self.relayed = 0
         self.active = True
         self._ticks = 0
         self._ticking = False
         for leg in (a, b):
             leg.stop_playing()
-            leg.bridge = self
-            leg.mode = SessionMode.BRIDGED
         self._choose_codecs()
         self._ab = _Path(self, a, b)
         self._ba = _Path(self, b, a)
         self._taps: dict[int, _Tap] = {}
+        for leg in (a, b):
+            leg.bridge = self
+            leg.mode = SessionMode.BRIDGED
         self._legs_changed()
+
+    @property
+    def relayed(self) -> int:
+        """Packets this bridge sent on (both directions)."""
+        return self._ab.relayed + self._ba.relayed
+
+    def _addresses_changed(self) -> None:
+        self._ab.addresses_changed()
+        self._ba.addresses_changed()
 
     def _choose_codecs(self) -> None:
         """Send each leg what its peer most likely sends us (the other leg's negotiated codec) when that leg
@@ -336,7 +362,7 @@ class Bridge:
                 tap.inband = inband
             path.setup(tap)
             relaying = not src._held and src.direction.receives
-            src._receive = path.forward if relaying else src._receive_generic
+            src.set_receiver(path.forward if relaying else None)
         needs_tick = bool(self._taps)
         if needs_tick and not self._ticking:
             self.engine.add_ticker(self)
@@ -478,7 +504,7 @@ class Bridge:
         for leg in (self.a, self.b):
             if leg.bridge is self:
                 leg.bridge = None
-                leg._receive = leg._receive_generic
+                leg.set_receiver(None)
                 if leg.mode is SessionMode.BRIDGED:
                     leg.mode = SessionMode.IDLE
 
@@ -546,7 +572,7 @@ class ConferenceBridge:
             fifo = session._audio_in
             if fifo is not None:
                 frame = fifo.pull()
-                if frame is not None:
+                if frame is not None and not session._held:  # a held party is not heard
                     conference.push(session_id, frame)
         for session_id, mixed in conference.mix().items():
             listener = members.get(session_id)
