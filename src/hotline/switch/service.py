@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from hotline.media.session import MediaEngine, MediaParams
 from hotline.media.tts import SpeechSynthesizer
 from hotline.media.webrtc import ChannelBridge
 from hotline.sip import sdp
-from hotline.sip.auth import DigestChallenger, LockoutTracker
+from hotline.sip.auth import DigestChallenger, DigestClient, LockoutTracker
 from hotline.sip.dialog import build_request
 from hotline.sip.errors import ParseError
 from hotline.sip.message import Request
@@ -44,6 +44,7 @@ from hotline.switch.call import Call, Leg
 from hotline.switch.control import CallGone, QueueOutcome, QueueRequest, RecordingRef, TransferTarget
 from hotline.switch.prompts import PromptRenderer
 from hotline.switch.region import region_of
+from hotline.switch.trunks import TrunkManager
 from hotline.tenancy.service import TenancyService
 
 log = get_logger("hotline.switch")
@@ -83,6 +84,7 @@ class Switch:
     stack: SipStack = field(init=False)
     media: MediaEngine = field(init=False)
     browsers: BrowserPhones = field(init=False)
+    trunks: TrunkManager = field(init=False)
     calls: dict[str, Call] = field(default_factory=dict)
     targets: dict[str, TargetRunner] = field(default_factory=dict)
     queue_handler: Callable[[Call, QueueRequest], Awaitable[QueueOutcome]] | None = None
@@ -110,6 +112,10 @@ class Switch:
             SpeechSynthesizer(self.settings.data_dir / "cache" / "tts"), self.settings.data_dir / "tenants"
         )
         self.browsers = BrowserPhones(self)
+        # carrier trunks: registrations, and numbers forwarded or dialled out (TEL-01, TEL-14, TEL-15)
+        self.trunks = TrunkManager(self)
+        self.targets.setdefault("forward", self.trunks.connect_external)
+        self.targets.setdefault("external", self.trunks.connect_external)
         self.targets.setdefault("extension", self.dial_extension)
         self.targets.setdefault("echo", echo_test)
         self.targets.setdefault("readback", dtmf_readback)
@@ -128,12 +134,15 @@ class Switch:
             # WebSocket for browser SIP clients (RFC 7118); WSS when a certificate is configured
             points.append(("WSS" if self.stack.tls_context else "WS", host, self.settings.sip_ws_port))
         await self.stack.start(points)
+        await self.trunks.start()
 
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             with contextlib.suppress(Exception):
                 await call.hangup("shutdown")
         await self.browsers.close()
+        with contextlib.suppress(Exception):
+            await self.trunks.stop()  # unregisters, bounded in time
         await self.stack.close()
         await self.media.close()
 
@@ -245,7 +254,10 @@ class Switch:
         assert outcome.user is not None
         route = self.directory.route(tenant, dialled)
         if route is None:
-            raise Rejection(404, "Number Not Found")
+            outside = self.trunks.outside_number(tenant, dialled)
+            if outside is None:
+                raise Rejection(404, "Number Not Found")
+            return Origin(tenant, "extension", outcome.user), f"external:{outside}"
         return Origin(tenant, "extension", outcome.user), str(route.target)
 
     def _check_licence(self, tenant: str) -> None:
@@ -312,9 +324,12 @@ class Switch:
         return await self.queue_handler(call, request)
 
     async def transfer(self, call: Call, target: TransferTarget) -> bool:
-        if target.kind != "extension":
+        if target.kind == "external":
+            leg = await self.trunks.dial_external(call, target.address)
+        elif target.kind == "extension":
+            leg = await self.originate_extension(call, target.address)
+        else:
             return False
-        leg = await self.originate_extension(call, target.address)
         if leg is None:
             return False
         await self.connect(call, leg)
@@ -364,9 +379,16 @@ class Switch:
         endpoint: str,
         ring_seconds: float = 30.0,
         kind: str = "external",
+        *,
+        credentials: DigestClient | None = None,
+        from_: str | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        on_leg: Callable[[Leg], None] | None = None,
     ) -> Leg | None:
         """Ring `request_uri` at `destination` for `call`; the answered leg (media configured), or None
-        after a rejection, `ring_seconds` of ringing, or the caller hanging up (the INVITE is cancelled)."""
+        after a rejection, `ring_seconds` of ringing, or the caller hanging up (the INVITE is cancelled).
+        A trunk passes its `credentials` (digest challenges), the `from_` identity and extra `headers`;
+        `on_leg` sees the leg as soon as the INVITE is out (its `sip` holds the final status)."""
         session = await self.media.create_session()
         offer = sdp.build_offer(AUDIO_CODECS, session.local_host, session.local_port)
         domain = _host_of(request_uri) or "hotline"
@@ -374,14 +396,17 @@ class Switch:
         request = build_request(
             "INVITE",
             request_uri,
-            f"<sip:{caller_id}@{domain}>",
+            from_ or f"<sip:{caller_id}@{domain}>",
             f"<{request_uri}>",
             contact=self.stack.contact_for(destination),
             body=offer.encode(),
             content_type="application/sdp",
+            headers=headers,
         )
-        client = self.stack.invite(request, destination)
+        client = self.stack.invite(request, destination, credentials=credentials)
         leg = Leg(call, kind, client, session)
+        if on_leg is not None:
+            on_leg(leg)
         await self._append(
             {
                 "type": "leg.created",
