@@ -781,3 +781,32 @@ async def test_batching_under_load_keeps_relaying_with_little_delay() -> None:
         caller.close()
         agent.close()
         await media.close()
+
+
+async def test_a_broadcast_plays_one_music_to_many_held_legs(engine: MediaEngine) -> None:
+    sinks = [await RtpPeer.open() for _ in range(3)]
+    try:
+        music = engine.broadcast(ToneSource(Tone("moh", (700.0,)), duration=0.5))  # loops when it ends
+        legs = [await engine.create_session(pcmu_params(sinks[i % 3]), rtcp_mux=True) for i in range(30)]
+        g722 = await engine.create_session(pcmu_params(sinks[0], codec="G722"), rtcp_mux=True)
+        for leg in [*legs, g722]:
+            leg.hold(music)
+        assert len(music) == 31
+        assert engine.ticker_count == engine.phases  # one ticker per phase, not one per leg
+        await asyncio.sleep(1.0)
+        for leg in legs:
+            assert 40 <= leg.tx_packets <= 56
+        audio = make_decoder("PCMU").decode(b"".join(p.payload for p in sinks[1].packets(pt=0)[-25:]))
+        assert abs(dominant_frequency(audio) - 700) < 10
+        wideband = make_decoder("G722").decode(b"".join(p.payload for p in sinks[0].packets(pt=9)[-25:]))
+        assert abs(dominant_frequency(wideband, 16000) - 700) < 10
+        legs[0].unhold()
+        assert len(music) == 30 and not legs[0].on_hold
+        sent = legs[0].tx_packets
+        await settle(0.2)
+        assert legs[0].tx_packets == sent
+        music.close()
+        assert engine.ticker_count == 0 and all(leg.on_hold for leg in legs[1:])
+    finally:
+        for sink in sinks:
+            sink.close()

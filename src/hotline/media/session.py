@@ -99,6 +99,7 @@ if TYPE_CHECKING:
     from hotline.media.bridge import Bridge, ConferenceBridge
 
 __all__ = [
+    "Broadcast",
     "DtmfEvent",
     "LegQuality",
     "MediaDirection",
@@ -721,6 +722,7 @@ class MediaSession(asyncio.DatagramProtocol):
         # playing
         self._player: Player | None = None
         self._hold_player: Player | None = None
+        self._hold_broadcast: Broadcast | None = None
         self._encoder: Encoder | None = None
         self._encoder_key: tuple[str, int] | None = None
         self._resampler: Resampler | None = None
@@ -1054,13 +1056,15 @@ class MediaSession(asyncio.DatagramProtocol):
             self.mode = SessionMode.IDLE
         self._update_ticking()
 
-    def hold(self, music: Player | AudioSource | None = None) -> None:
-        """Put the peer on hold: it hears `music` (or nothing) and nothing is relayed to or from it."""
+    def hold(self, music: Player | AudioSource | Broadcast | None = None) -> None:
+        """Put the peer on hold: it hears `music` (or nothing) and nothing is relayed to or from it. A
+        `Broadcast` (`engine.broadcast(source)`) is shared with every other leg holding on it."""
         self._check_open()
-        if self._hold_player is not None:
-            self._hold_player.stop()
-        self._hold_player = None
-        if music is not None:
+        self._stop_hold_music()
+        if isinstance(music, Broadcast):
+            self._hold_broadcast = music
+            music._add(self)
+        elif music is not None:
             self._hold_player = music if isinstance(music, Player) else Player(music, interruptible=False)
         self._held = True
         self._talkspurt = True
@@ -1073,15 +1077,21 @@ class MediaSession(asyncio.DatagramProtocol):
         if not self._held:
             return
         self._held = False
-        if self._hold_player is not None:
-            self._hold_player.stop()
-            self._hold_player = None
+        self._stop_hold_music()
         self._talkspurt = True
         self._last_rx_time = _monotonic()
         self._refresh_send_state()
         if self.bridge is not None:
             self.bridge._legs_changed()
         self._update_ticking()
+
+    def _stop_hold_music(self) -> None:
+        if self._hold_player is not None:
+            self._hold_player.stop()
+            self._hold_player = None
+        if self._hold_broadcast is not None:
+            self._hold_broadcast._remove(self)
+            self._hold_broadcast = None
 
     def send_dtmf(self, digits: str, duration: float = 0.1, gap: float = 0.1) -> asyncio.Future[None]:
         """Send digits: RFC 4733 events (end packet three times) or, without telephone-event, in-band tones.
@@ -1374,11 +1384,10 @@ class MediaSession(asyncio.DatagramProtocol):
             with contextlib.suppress(Exception):
                 self._send_rtcp(_monotonic(), [rtcp_packets.Bye([self._out.ssrc])])
         self.closed = True
-        for player in (self._player, self._hold_player):
-            if player is not None:
-                player.stop()
+        if self._player is not None:
+            self._player.stop()
         self._player = None
-        self._hold_player = None
+        self._stop_hold_music()
         self._dtmf_out.clear()
         if self._dtmf_done is not None and not self._dtmf_done.done():
             self._dtmf_done.set_exception(MediaError(f"media session {self.id} closed before DTMF was sent"))
@@ -1394,6 +1403,106 @@ class MediaSession(asyncio.DatagramProtocol):
 
     def __repr__(self) -> str:
         return f"<MediaSession {self.id} :{self.local_port} {self.mode.value}>"
+
+
+class Broadcast:
+    """One source heard by many legs at the same point, like a radio: music on hold for a thousand queued
+    callers costs one frame read and one encoding per codec per tick, plus a packet per leg. The legs are
+    spread over the engine's phases."""
+
+    def __init__(self, engine: MediaEngine, source: AudioSource) -> None:
+        self.engine = engine
+        self.source = source
+        self.listeners: list[dict[int, MediaSession]] = [{} for _ in range(engine.phases)]
+        self._phases = [_BroadcastPhase(self, phase) for phase in range(engine.phases)]
+        self._tick = -1
+        self._frame: Frame | None = None
+        self._payloads: dict[str, bytes] = {}
+        self._encoders: dict[tuple[str, int], Encoder] = {}
+        self._resamplers: dict[tuple[int, int], Resampler] = {}
+
+    def __len__(self) -> int:
+        return sum(len(group) for group in self.listeners)
+
+    def _add(self, session: MediaSession) -> None:
+        phase = min(range(len(self.listeners)), key=lambda p: len(self.listeners[p]))
+        group = self.listeners[phase]
+        group[id(session)] = session
+        if len(group) == 1:
+            self.engine.add_ticker(self._phases[phase], phase)
+
+    def _remove(self, session: MediaSession) -> None:
+        for phase, group in enumerate(self.listeners):
+            if group.pop(id(session), None) is not None and not group:
+                self.engine.remove_ticker(self._phases[phase])
+
+    def _current_frame(self) -> Frame | None:
+        ticks = self.engine.ticks
+        if ticks != self._tick:  # the first phase of a new tick moves the music on
+            self._tick = ticks
+            self._payloads.clear()
+            frame = self.source.read_frame()
+            if frame is None:
+                self.source.rewind()
+                frame = self.source.read_frame()
+            self._frame = frame
+        return self._frame
+
+    def payload_for(self, codec: CodecInfo) -> bytes | None:
+        """This tick's frame in `codec` (encoded once per codec)."""
+        payload = self._payloads.get(codec.name)
+        if payload is not None:
+            return payload
+        frame = self._current_frame()
+        if frame is None:
+            return None
+        rate = len(frame) * 50
+        if codec.name in ("PCMU", "PCMA") and rate == 8000:
+            table = ULAW_ENCODE if codec.name == "PCMU" else ALAW_ENCODE
+            payload = table[np.ascontiguousarray(frame, dtype=np.int16).view(np.uint16)].tobytes()
+        else:
+            target = rate if codec.name == "opus" and rate in (8000, 16000, 48000) else codec.sample_rate
+            encoder = self._encoders.get((codec.name, target))
+            if encoder is None:
+                encoder = self._encoders[(codec.name, target)] = make_encoder(codec.name, target)
+            if rate != target:
+                resampler = self._resamplers.get((rate, target))
+                if resampler is None:
+                    resampler = self._resamplers[(rate, target)] = Resampler(rate, target)
+                frame = resampler.process(frame)
+            try:
+                payload = encoder.encode(frame)
+            except CodecError:
+                return None
+        self._payloads[codec.name] = payload
+        return payload
+
+    def close(self) -> None:
+        """Silence it: every leg holding on it stays on hold, hearing nothing."""
+        for group in self.listeners:
+            for session in list(group.values()):
+                session._hold_broadcast = None
+            group.clear()
+        for phase in self._phases:
+            self.engine.remove_ticker(phase)
+
+
+class _BroadcastPhase:
+    """The legs of a broadcast that the engine serves in one phase of its tick."""
+
+    def __init__(self, broadcast: Broadcast, phase: int) -> None:
+        self.broadcast = broadcast
+        self.phase = phase
+
+    def on_media_tick(self, now: float) -> None:
+        broadcast = self.broadcast
+        for session in list(broadcast.listeners[self.phase].values()):
+            codecs = session.codecs
+            if codecs is None or session._remote is None or session._dtmf_out:
+                continue
+            payload = broadcast.payload_for(codecs.send)
+            if payload is not None:
+                session.send_payload(payload, codecs.send.frame_ticks, now)
 
 
 # --- the engine ---------------------------------------------------------------------------------------------
@@ -1584,18 +1693,24 @@ class MediaEngine:
             session.configure(params)
         return session
 
+    def broadcast(self, source: AudioSource) -> Broadcast:
+        """A source many legs can hold on at once (`session.hold(broadcast)`): played, and encoded once per
+        codec, for all of them. A source that ends starts again."""
+        return Broadcast(self, source)
+
     def _forget(self, session: MediaSession) -> None:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
 
     # -- the clock --
 
-    def add_ticker(self, ticker: Ticker) -> None:
-        """Call `ticker.on_media_tick(now)` once per tick interval, in the least busy phase."""
+    def add_ticker(self, ticker: Ticker, phase: int | None = None) -> None:
+        """Call `ticker.on_media_tick(now)` once per tick interval, in `phase` or the least busy one."""
         key = id(ticker)
         if key in self._ticker_phase:
             return
-        phase = min(range(self.phases), key=lambda p: len(self._phase_tickers[p]))
+        if phase is None:
+            phase = min(range(self.phases), key=lambda p: len(self._phase_tickers[p]))
         self._phase_tickers[phase][key] = ticker
         self._ticker_phase[key] = phase
 
