@@ -222,7 +222,7 @@ async def media_engine() -> AsyncIterator[MediaEngine]:
     """An engine with quick housekeeping and RTCP, on a random port range."""
     media = MediaEngine(
         "127.0.0.1",
-        random_port_range(400),
+        random_port_range(1000),
         housekeeping_interval=0.05,
         rtcp_interval=0.3,
         inactivity_timeout=None,
@@ -428,15 +428,18 @@ async def test_one_shared_clock_drives_hundreds_of_playing_legs(engine: MediaEng
     try:
         tasks_before = len(asyncio.all_tasks(loop))
         sessions = [await engine.create_session(pcmu_params(sink), rtcp_mux=True) for _ in range(200)]
+        skipped_before, start = engine.late_ticks, time.monotonic()
         for session in sessions:
             session.play(ToneSource(Tone("moh", (400.0,)), duration=None))
         assert engine.ticker_count == 200
         assert len(asyncio.all_tasks(loop)) == tasks_before  # no task per leg
-        await settle(0.2)
-        start_count, start = len(sink.received), time.monotonic()
-        await asyncio.sleep(1.0)
-        rate = (len(sink.received) - start_count) / (time.monotonic() - start) / len(sessions)
-        assert 40 <= rate <= 56  # 50 packets/s per leg, even on a busy test machine
+        await asyncio.sleep(1.2)
+        elapsed = time.monotonic() - start
+        per_leg = sum(s.tx_packets for s in sessions) / len(sessions)
+        # one frame per leg per 20 ms tick; a starved test machine may make the clock skip ticks, which
+        # it counts, but it never sends more frames than the time allows
+        expected = elapsed / 0.02 - (engine.late_ticks - skipped_before)
+        assert 0.85 * expected <= per_leg <= elapsed / 0.02 + 1
         for session in sessions:
             session.stop_playing()
         assert engine.ticker_count == 0
