@@ -110,7 +110,7 @@ async def test_real_chromium_agent_hears_the_caller_and_the_caller_hears_the_age
                 if inner.returncode is None:
                     inner.kill()
         text = log_path.read_text(errors="replace")
-        if "unshare failed" in text or "Operation not permitted" in text:
+        if inner.returncode != 0 and "unshare failed" in text:
             pytest.skip("network namespaces are not permitted here")
         assert inner.returncode == 0, text[-4000:]
         assert "1 passed" in text, text[-4000:]
