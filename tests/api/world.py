@@ -87,11 +87,13 @@ class FakeAcd:
         self.counts: dict[str, dict[str, int]] = {}
         self.fail: Exception | None = None
         self.hang = False
+        self.unblock = asyncio.Event()
 
     async def _record(self, name: str, *args: Any) -> dict[str, Any]:
         self.calls.append((name, args))
         if self.hang:
-            await asyncio.sleep(30)
+            async with asyncio.timeout(30):
+                await self.unblock.wait()
         if self.fail is not None:
             raise self.fail
         tenant, agent_id = args[0], args[1]

@@ -252,17 +252,15 @@ class EventRouter:
         """The offer with the caller's number, region, called number, wait and call data (FM-10/11). Fields
         the offer event carries are used as they are; the rest come from the call's events in the log."""
         given = event.model_dump(mode="json")
-        ani: str | None = given.get("ani")
+        ani: str | None = given.get("ani") or None
         withheld = bool(given.get("withheld", False))
-        dnis: str | None = given.get("dnis")
+        dnis: str | None = given.get("dnis") or None
         region: str | None = given.get("region")
-        data: dict[str, Any] | None = given.get("data")
-        waited: float | None = given.get("waited_seconds")
-        # The ACD's offers carry the screen pop; an offer without one (another producer) is completed
-        # from the call's own events.
-        ani = ani or None
-        dnis = dnis or None
-        if (ani is None and not withheld) or dnis is None or data is None or waited is None:
+        data: dict[str, Any] = dict(given.get("data") or {})
+        waited: float | None = given.get("waited_seconds") or None
+        # The ACD's offers carry the screen pop; an offer without the caller (another producer) is
+        # completed from the call's own events, its own fields winning.
+        if (ani is None and not withheld) or dnis is None:
             history = await self.context.events.events_for_call(self.tenant, event.call_id)
             collected: dict[str, Any] = {}
             queued: Event | None = None
@@ -270,20 +268,19 @@ class EventRouter:
                 if earlier.seq is not None and event.seq is not None and earlier.seq >= event.seq:
                     break
                 if isinstance(earlier, CallStarted):
-                    ani = earlier.ani if ani is None else ani
+                    ani = ani or earlier.ani or None
                     withheld = withheld or earlier.withheld
-                    dnis = earlier.dnis if dnis is None else dnis
-                    region = earlier.region if region is None else region
+                    dnis = dnis or earlier.dnis or None
+                    region = region or earlier.region
                 elif isinstance(earlier, CallDataChanged):
                     collected.update(earlier.values)
                     for key in earlier.removed:
                         collected.pop(key, None)
                 elif isinstance(earlier, CallQueued) and queued is None:
                     queued = earlier
-            if data is None:
-                data = collected
-            if waited is None:
-                waited = round(elapsed_seconds(queued, event), 3) if queued is not None else 0.0
+            data = {**collected, **data}
+            if waited is None and queued is not None:
+                waited = round(elapsed_seconds(queued, event), 3)
         return {
             "type": "call.offered",
             **base,
@@ -294,8 +291,8 @@ class EventRouter:
             "dnis": dnis or "",
             "region": region,
             "queue": given.get("queue") or event.queue_id,
-            "waited_seconds": waited,
-            "data": data or {},
+            "waited_seconds": waited or 0.0,
+            "data": data,
         }
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import false, func, or_, select
 
 from hotline.api.auth import context_of, require
@@ -112,8 +112,10 @@ async def cdrs(
     request: Request,
     principal: RecordReader,
     page: PageQuery,
-    start: Annotated[datetime | None, Query(alias="from", description="calls started at or after")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="calls started before")] = None,
+    start: Annotated[
+        AwareDatetime | None, Query(alias="from", description="calls started at or after")
+    ] = None,
+    end: Annotated[AwareDatetime | None, Query(alias="to", description="calls started before")] = None,
 ) -> CdrPage:
     context = context_of(request)
     conditions: list[Any] = []
