@@ -74,7 +74,7 @@ class SchemaBook:
             for key, value in definitions.get("$defs", {}).items():
                 schemas.setdefault(key, value)
             targets = {_PLACEHOLDER + name: refs[self._models[name]]["$ref"] for name in names}
-            app.openapi_schema = _replace_refs(document, targets)
+            app.openapi_schema = _wire_formats(_replace_refs(document, targets))
             return app.openapi_schema
 
         app.openapi = openapi  # type: ignore[method-assign]
@@ -88,4 +88,19 @@ def _replace_refs(value: Any, targets: dict[str, str]) -> Any:
         return {key: _replace_refs(item, targets) for key, item in value.items()}
     if isinstance(value, list):
         return [_replace_refs(item, targets) for item in value]
+    return value
+
+
+# Local times of day (business hours) travel as "09:00:00", without the UTC offset JSON Schema's "time"
+# format demands: say so with a pattern instead.
+_LOCAL_TIME = {"type": "string", "pattern": r"^[0-2][0-9]:[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?$"}
+
+
+def _wire_formats(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("format") == "time" and value.get("type") == "string":
+            return {**{key: item for key, item in value.items() if key != "format"}, **_LOCAL_TIME}
+        return {key: _wire_formats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_wire_formats(item) for item in value]
     return value
