@@ -883,6 +883,8 @@ class MediaSession(asyncio.DatagramProtocol):
         self._encoder = None
         self._encoder_key = None
         self._pending_payloads.clear()
+        if self._hold_broadcast is not None:
+            self._hold_broadcast._changed(self)
 
     def _resolve(self, host: str, port: int) -> Address:
         if self.engine.family == socket.AF_INET6 and ":" not in host:
@@ -897,6 +899,8 @@ class MediaSession(asyncio.DatagramProtocol):
         self._relay_addr = self._remote if not self._held and not self._dtmf_out else None
         if self.bridge is not None:
             self.bridge._addresses_changed()
+        if self._hold_broadcast is not None:
+            self._hold_broadcast._changed(self)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -1405,6 +1409,32 @@ class MediaSession(asyncio.DatagramProtocol):
         return f"<MediaSession {self.id} :{self.local_port} {self.mode.value}>"
 
 
+class _Listener:
+    """A leg holding on a broadcast, with what sending to it needs kept in slots."""
+
+    __slots__ = ("dest", "marker", "out", "payload_type", "send_codec", "sendto", "session")
+
+    def __init__(self, session: MediaSession) -> None:
+        self.session = session
+        self.out = session._out
+        self.marker = 0x80
+        self.dest: Address | None = None
+        self.sendto: Callable[[Any, Any], None] | None = None
+        self.send_codec: CodecInfo | None = None
+        self.payload_type = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        session = self.session
+        codecs = session.codecs
+        transport = session._transport
+        blocked = codecs is None or transport is None or bool(session._dtmf_out)
+        self.dest = None if blocked else session._remote
+        self.sendto = None if transport is None else transport.sendto
+        self.send_codec = None if codecs is None else codecs.send
+        self.payload_type = 0 if codecs is None else codecs.send_pt
+
+
 class Broadcast:
     """One source heard by many legs at the same point, like a radio: music on hold for a thousand queued
     callers costs one frame read and one encoding per codec per tick, plus a packet per leg. The legs are
@@ -1413,7 +1443,7 @@ class Broadcast:
     def __init__(self, engine: MediaEngine, source: AudioSource) -> None:
         self.engine = engine
         self.source = source
-        self.listeners: list[dict[int, MediaSession]] = [{} for _ in range(engine.phases)]
+        self.listeners: list[dict[int, _Listener]] = [{} for _ in range(engine.phases)]
         self._phases = [_BroadcastPhase(self, phase) for phase in range(engine.phases)]
         self._tick = -1
         self._frame: Frame | None = None
@@ -1427,7 +1457,7 @@ class Broadcast:
     def _add(self, session: MediaSession) -> None:
         phase = min(range(len(self.listeners)), key=lambda p: len(self.listeners[p]))
         group = self.listeners[phase]
-        group[id(session)] = session
+        group[id(session)] = _Listener(session)
         if len(group) == 1:
             self.engine.add_ticker(self._phases[phase], phase)
 
@@ -1435,6 +1465,12 @@ class Broadcast:
         for phase, group in enumerate(self.listeners):
             if group.pop(id(session), None) is not None and not group:
                 self.engine.remove_ticker(self._phases[phase])
+
+    def _changed(self, session: MediaSession) -> None:
+        for group in self.listeners:
+            listener = group.get(id(session))
+            if listener is not None:
+                listener.refresh()
 
     def _current_frame(self) -> Frame | None:
         ticks = self.engine.ticks
@@ -1450,10 +1486,11 @@ class Broadcast:
 
     def payload_for(self, codec: CodecInfo) -> bytes | None:
         """This tick's frame in `codec` (encoded once per codec)."""
+        self._current_frame()
         payload = self._payloads.get(codec.name)
         if payload is not None:
             return payload
-        frame = self._current_frame()
+        frame = self._frame
         if frame is None:
             return None
         rate = len(frame) * 50
@@ -1480,8 +1517,8 @@ class Broadcast:
     def close(self) -> None:
         """Silence it: every leg holding on it stays on hold, hearing nothing."""
         for group in self.listeners:
-            for session in list(group.values()):
-                session._hold_broadcast = None
+            for listener in group.values():
+                listener.session._hold_broadcast = None
             group.clear()
         for phase in self._phases:
             self.engine.remove_ticker(phase)
@@ -1496,13 +1533,33 @@ class _BroadcastPhase:
 
     def on_media_tick(self, now: float) -> None:
         broadcast = self.broadcast
-        for session in list(broadcast.listeners[self.phase].values()):
-            codecs = session.codecs
-            if codecs is None or session._remote is None or session._dtmf_out:
+        payloads = broadcast._payloads
+        pack = HEADER.pack
+        for listener in broadcast.listeners[self.phase].values():
+            dest = listener.dest
+            codec = listener.send_codec
+            if dest is None or codec is None or listener.sendto is None:
                 continue
-            payload = broadcast.payload_for(codecs.send)
-            if payload is not None:
-                session.send_payload(payload, codecs.send.frame_ticks, now)
+            payload = payloads.get(codec.name) if broadcast._tick == broadcast.engine.ticks else None
+            if payload is None:
+                payload = broadcast.payload_for(codec)
+                if payload is None:
+                    continue
+            out = listener.out
+            ticks = codec.frame_ticks
+            last = out.time
+            if out.source is None and last is not None and now - last < 0.08:  # the steady case
+                seq = out.seq = (out.seq + 1) & 0xFFFF
+                ts = out.ts = (out.ts + ticks) & 0xFFFFFFFF
+                out.time = now
+            else:
+                seq, ts = out.own(now, ticks)
+            listener.sendto(
+                pack(0x80, listener.marker | listener.payload_type, seq, ts, out.ssrc) + payload, dest
+            )
+            listener.marker = 0
+            out.packets += 1
+            out.octets += len(payload)
 
 
 # --- the engine ---------------------------------------------------------------------------------------------
