@@ -32,6 +32,12 @@ const api = process.env.HOTLINE_API ?? 'http://127.0.0.1:8080'
 export default defineConfig({
   base: '/',
   plugins: [vue(), routeEntryPages()],
+  define: {
+    // vue-i18n's compile-time flags: Composition API only, no devtools in production.
+    __VUE_I18N_FULL_INSTALL__: true,
+    __VUE_I18N_LEGACY_API__: false,
+    __INTLIFY_PROD_DEVTOOLS__: false,
+  },
   resolve: {
     alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) },
   },

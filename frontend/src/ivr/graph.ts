@@ -162,8 +162,14 @@ export const edgeId = (source: string, slotKey: string) => `${source}:${slotKey}
 export const TARGET_HANDLE = 'in'
 
 export const NODE_WIDTH = 220
-const COLUMN_GAP = 300
-const ROW_GAP = 170
+const COLUMN_GAP = 280
+const ROW_GAP = 36
+
+/** Roughly how tall a node's box is drawn (header, id, summary, one row per exit), so that a column's
+ * boxes do not overlap. */
+export function estimatedHeight(node: FlowNode): number {
+  return 80 + (node.name ? 16 : 0) + 17 * exitSlots(node).length
+}
 
 /** Columns by distance from the entry (breadth first, exits in handle order); unreachable nodes last. */
 export function autoLayout(flow: Pick<FlowDoc, 'entry' | 'nodes'>): Record<string, Position> {
@@ -193,13 +199,13 @@ export function autoLayout(flow: Pick<FlowDoc, 'entry' | 'nodes'>): Record<strin
       order.push(node.id)
     }
   }
-  const rows = new Map<number, number>()
+  const nextY = new Map<number, number>()
   const positions: Record<string, Position> = {}
   for (const id of order) {
     const column = depth.get(id)!
-    const row = rows.get(column) ?? 0
-    rows.set(column, row + 1)
-    positions[id] = { x: 40 + column * COLUMN_GAP, y: 40 + row * ROW_GAP }
+    const y = nextY.get(column) ?? 40
+    nextY.set(column, y + estimatedHeight(byId.get(id)!) + ROW_GAP)
+    positions[id] = { x: 40 + column * COLUMN_GAP, y }
   }
   return positions
 }

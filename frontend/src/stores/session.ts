@@ -25,6 +25,18 @@ export function pagesFor(info: SessionInfo | null): Page[] {
   return pages
 }
 
+/** Where a user lands after signing in: agents at their desk, supervisors at the wallboard, admins
+ * (who supervise nothing) in the console. */
+export function homeFor(info: SessionInfo | null): string {
+  const pages = pagesFor(info)
+  if (!info || !pages.length) return '/login'
+  if (pages.includes('agent')) return '/agent'
+  const roles = info.user.roles ?? []
+  if (roles.some((role) => role === 'supervisor' || role === 'team_leader' || role === 'qa')) return '/supervisor'
+  if (pages.includes('admin')) return '/admin'
+  return `/${pages[0]}`
+}
+
 export const useSessionStore = defineStore('session', () => {
   const info = ref<SessionInfo | null>(null)
   const checked = ref(false)
@@ -33,7 +45,7 @@ export const useSessionStore = defineStore('session', () => {
   const roles = computed<Role[]>(() => info.value?.user.roles ?? [])
   const isAdmin = computed(() => roles.value.some((role) => ADMIN_ROLES.includes(role)))
   const mayViewFullNumbers = computed(() => roles.value.some((role) => FULL_NUMBER_ROLES.includes(role)))
-  const home = computed(() => (pages.value[0] ? `/${pages.value[0]}` : '/login'))
+  const home = computed(() => homeFor(info.value))
 
   async function load(): Promise<SessionInfo | null> {
     try {

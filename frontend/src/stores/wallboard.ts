@@ -3,8 +3,8 @@
 
 import { defineStore } from 'pinia'
 import { computed, ref, shallowRef } from 'vue'
-import { api } from '@/api/http'
-import type { AgentState, WallboardSnapshot } from '@/api/types'
+import { api, pageItems } from '@/api/http'
+import type { AgentState, ReasonCode, WallboardSnapshot } from '@/api/types'
 import type { CtiClient, CtiStatus } from '@/cti/client'
 import { sharedCti } from '@/cti/connection'
 import { serverClock } from '@/utils/time'
@@ -46,6 +46,7 @@ export const useWallboardStore = defineStore('wallboard', () => {
   const source = ref<'cti' | 'poll' | null>(null)
   const error = ref<string | null>(null)
   const ctiStatus = ref<CtiStatus>('idle')
+  const reasonCodes = ref<ReasonCode[]>([])
   let lastEventAt: number | null = null
   let timer: ReturnType<typeof setInterval> | null = null
   let polling = false
@@ -100,6 +101,10 @@ export const useWallboardStore = defineStore('wallboard', () => {
     ctiStatus.value = cti.status
     cti.connect()
     void poll()
+    void api
+      .get('/reason-codes', { query: { limit: 200 } })
+      .then((body) => (reasonCodes.value = pageItems<ReasonCode>(body).items))
+      .catch(() => undefined)
     timer = setInterval(() => {
       if (shouldPoll(ctiStatus.value, lastEventAt, Date.now())) void poll()
     }, POLL_INTERVAL_MS)
@@ -123,5 +128,5 @@ export const useWallboardStore = defineStore('wallboard', () => {
   /** Server time now, for timers against `since` fields. */
   const now = () => serverClock.now()
 
-  return { snapshot, updatedAt, source, error, ctiStatus, stateCounts, totals, start, stop, poll, forceState, now }
+  return { snapshot, updatedAt, source, error, ctiStatus, reasonCodes, stateCounts, totals, start, stop, poll, forceState, now }
 })
