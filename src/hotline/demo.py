@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hotline.storage.engines import Storage
 from hotline.switch.directory import Directory, Extension
 from hotline.tenancy.config_document import ConfigProblem, import_tenant, load_tenant_config
 from hotline.tenancy.service import TenancyService
+from hotline.tenancy.users import Role, UserCreate, create_user, get_user
 
 DEMO_TENANT: Final = "demo"
 DEMO_NAME: Final = "Hotline 演示 Demo"
@@ -52,6 +53,8 @@ class DemoInfo:
     created: bool
     # (extension number, SIP password, agent id or None), in number order
     extensions: list[tuple[str, str, str | None]]
+    # Web users (username, password or None when made by an earlier run, role): admin and supervisor.
+    users: list[tuple[str, str | None, str]] = field(default_factory=list)
 
 
 def new_password(length: int = 12) -> str:
@@ -247,7 +250,31 @@ async def ensure_demo_tenant(
         tenant=DEMO_TENANT,
         created=created,
         extensions=[_extension_row(extension) for extension in config.extensions],
+        users=await _ensure_demo_users(storage),
     )
+
+
+DEMO_USERS: Final[tuple[tuple[str, str, Role], ...]] = (
+    ("admin", "租户管理员 Admin", "tenant_admin"),
+    ("super", "班长 Supervisor", "supervisor"),
+)
+
+
+async def _ensure_demo_users(storage: Storage) -> list[tuple[str, str | None, str]]:
+    """The web users of the demo (#6): a tenant admin and a supervisor with new random passwords; users
+    made by an earlier run keep theirs."""
+    rows: list[tuple[str, str | None, str]] = []
+    async with storage.tenant_session(DEMO_TENANT) as session:
+        for username, display_name, role in DEMO_USERS:
+            password: str | None = None
+            if await get_user(session, username) is None:
+                password = new_password()
+                user = UserCreate(
+                    username=username, password=password, display_name=display_name, roles=[role]
+                )
+                await create_user(session, user)
+            rows.append((username, password, role))
+    return rows
 
 
 def _extension_row(extension: Extension) -> tuple[str, str, str | None]:
@@ -269,6 +296,10 @@ def demo_instructions(info: DemoInfo, *, sip_host: str, sip_port: int, http_port
     ]
     for number, password, agent in info.extensions:
         lines.append(f"  {number}  {password}  " + (f"agent {agent}" if agent else ""))
+    if info.users:
+        lines += ["", "Web users (user / password / role); agents sign in with their agent number (8001...):"]
+        for username, user_password, role in info.users:
+            lines.append(f"  {username}  {user_password or '(as printed when the demo was created)'}  {role}")
     lines += [
         "",
         f"Register a softphone: user name = the extension, password as above, domain/registrar = {sip}.",
