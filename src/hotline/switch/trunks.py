@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 from hotline.log import get_logger
 from hotline.sip.auth import DigestClient
 from hotline.sip.headers import NameAddr
-from hotline.sip.message import Request, Response, make_response
+from hotline.sip.message import REASONS, Request, Response, make_response
 from hotline.sip.registration import (
     OutboundRegistration,
     RegistrationSettings,
@@ -146,6 +146,16 @@ class TrunkRegistration:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name=f"register {self.tenant}/{self.trunk.name}"
             )
+            self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "trunk.registration_crashed",
+                tenant=self.tenant,
+                trunk=self.trunk.name,
+                error=repr(task.exception()),
+            )
 
     def status(self) -> RegistrationStatus:
         return self.core.status(self.stack.now())
@@ -230,6 +240,8 @@ class TrunkAlarm:
 
     @property
     def message(self) -> str:
+        if self.call_id is None:  # not about a call: the trunk's registration
+            return f"trunk {self.trunk} {self.reason}"
         where = f"moved to {self.moved_to}" if self.moved_to else "no trunk left"
         return f"trunk {self.trunk} {self.reason}, {where}"
 
@@ -305,7 +317,7 @@ class DialOutcome:
         if self.cause == "invalid_number":
             return 484, "Address Incomplete"
         if self.status is not None and 400 <= self.status < 700:
-            return self.status, "Call Rejected"
+            return self.status, REASONS.get(self.status, "Call Rejected")
         return 480, "Temporarily Unavailable"
 
 
@@ -408,7 +420,9 @@ class TrunkManager:
                 if (tenant, name) in self._registrations or not self._started:
                     continue
                 try:
-                    registration = TrunkRegistration(self.switch.stack, tenant, trunk)
+                    registration = TrunkRegistration(
+                        self.switch.stack, tenant, trunk, on_change=self._registration_changed
+                    )
                 except Exception as error:  # one unusable trunk must not keep the others down
                     log.error("trunk.register_setup_failed", tenant=tenant, trunk=name, error=repr(error))
                     continue
@@ -490,6 +504,15 @@ class TrunkManager:
                 last = f"{status.last_status} {status.last_reason}".strip()
                 return f"not registered ({last})"
         return None
+
+    def _registration_changed(self, registration: TrunkRegistration) -> None:
+        status = registration.status()
+        if status.state is RegistrationState.FAILING and status.failures == 1:
+            # once per outage, not on every retry
+            reason = f"registration failed ({status.last_status} {status.last_reason})"
+            alarm = TrunkAlarm(time.time(), registration.tenant, registration.trunk.name, reason, None)
+            self.alarms.append(alarm)
+            self._failures[(registration.tenant, registration.trunk.name)] = (reason, alarm.at)
 
     def _alarm(self, call: Call, trunk: str, reason: str, moved_to: str | None) -> None:
         alarm = TrunkAlarm(time.time(), call.tenant, trunk, reason, moved_to, call.id)
