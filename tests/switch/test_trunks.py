@@ -18,14 +18,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hotline.sip.auth import DigestChallenger, DigestClient
+from hotline.sip.dialog import build_request
 from hotline.sip.headers import parse_name_addr
 from hotline.sip.message import Response, make_response
 from hotline.sip.registration import RegistrationState
 from hotline.sip.stack import IncomingRequest, SipStack
 from hotline.sip.transaction import Address
-from hotline.sip.uri import SipURI
+from hotline.sip.uri import SipURI, parse_uri
 from hotline.switch.call import Call, Leg
-from hotline.switch.directory import CallerIdRules, Extension, TenantInfo, Trunk, TrunkMatch
+from hotline.switch.directory import (
+    CallerIdRules,
+    Extension,
+    NumberTarget,
+    Route,
+    TenantInfo,
+    Trunk,
+    TrunkMatch,
+)
 from hotline.switch.trunks import (
     ANONYMOUS_FROM,
     TrunkManager,
@@ -48,6 +57,7 @@ class FakeDirectory:
         self.extensions = {e.number: e for e in extensions or []}
         self.listeners: list[Callable[[str], None]] = []
         self.active = True
+        self.numbers: dict[str, str] = {"02161234570": "forward:13900139000"}
 
     def tenants(self) -> list[TenantInfo]:
         return [TenantInfo(TENANT, "Acme", "active", "Asia/Shanghai", None, 100, 10)] if self.active else []
@@ -66,6 +76,10 @@ class FakeDirectory:
                 if ipaddress.ip_address(address) in network:
                     return TrunkMatch(TENANT, trunk, network)
         return None
+
+    def route(self, tenant: str, dialled: str) -> Route | None:
+        target = self.numbers.get(dialled)
+        return Route(TENANT, dialled, NumberTarget.model_validate(target), True) if target else None
 
     def subscribe(self, listener: Callable[[str], None]) -> Callable[[], None]:
         self.listeners.append(listener)
@@ -616,5 +630,41 @@ async def test_a_suspended_tenant_loses_its_registrations_at_the_next_sweep(
         await eventually(lambda: trunks.registration(TENANT, "reg") is None)
         await registrar.wait_for(4)
         assert registrar.requests[-1][2] == 0
+    finally:
+        await trunks.stop()
+
+
+async def test_a_call_sent_to_a_registrations_contact_is_for_the_number_in_to_and_finds_its_trunk(
+    registrar: Registrar, our_stack: SipStack
+) -> None:
+    # a registrar known by name: only its resolved address tells its calls apart
+    directory = FakeDirectory([register_trunk(registrar.port, host="localhost", allowed_sources=[])])
+    trunks = manager(FakeSwitch(directory, stack=our_stack))
+    await trunks.start()
+    try:
+        registration = trunks.registration(TENANT, "reg")
+        assert registration is not None
+        await eventually(lambda: registration.status().registered)
+        assert "127.0.0.1" in registration.addresses
+        contact = our_stack.contact_for(Address("127.0.0.1", registrar.port))
+        to_contact = build_request(
+            "INVITE",
+            contact.uri.with_(user="acme"),
+            "<sip:13912345678@127.0.0.1>",
+            "<sip:02161234570@carrier.example>",
+        )
+        assert trunks.called_number(to_contact) == "02161234570"
+        found = trunks.inbound("127.0.0.1", to_contact)
+        assert found is not None
+        match, route = found
+        assert (match.tenant, match.trunk.name) == (TENANT, "reg")
+        assert route is not None and str(route.target) == "forward:13900139000"
+        assert trunks.inbound("127.0.0.5", to_contact) is None, "only from the registrar"
+
+        to_number = build_request(
+            "INVITE", parse_uri("sip:02161234570@127.0.0.1"), "<sip:x@h>", "<sip:other@h>"
+        )
+        assert trunks.called_number(to_number) == "02161234570"
+        assert trunks.inbound("127.0.0.1", to_number) is None
     finally:
         await trunks.stop()

@@ -165,7 +165,7 @@ class Switch:
         request = invite.invite
         try:
             origin, target = self._identify(invite)
-            dialled = _user_of(request.uri)
+            dialled = self.trunks.called_number(request)
             self._check_licence(origin.tenant)
         except Rejection as rejection:
             invite.reject(rejection.status, rejection.reason, rejection.headers)
@@ -236,8 +236,10 @@ class Switch:
     def _identify(self, invite: ServerInvite) -> tuple[Origin, str]:
         """Who is calling, and the target of the dialled number."""
         request = invite.invite
-        dialled = _user_of(request.uri)
-        inbound = self.directory.inbound(invite.peer.host, dialled)
+        dialled = self.trunks.called_number(request)  # To, for calls sent to a registration's contact
+        inbound = self.directory.inbound(invite.peer.host, dialled) or self.trunks.inbound(
+            invite.peer.host, request
+        )
         if inbound is not None:
             match, route = inbound
             if route is None:

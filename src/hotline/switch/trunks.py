@@ -27,6 +27,10 @@ A trunk is configuration (``directory.Trunk``, FM-14); this module makes it work
     plan forwarded out, TEL-14) and ``external:<number>`` (a phone dialling an outside number): ring the
     caller, dial out, bridge when answered; otherwise reject the caller with the callee's answer.
   - ``outside_number(tenant, dialled) -> str | None``: whether a phone's dialled digits go out on a trunk.
+  - Calls on a registered trunk: the carrier sends them to the contact we registered (``sip:<account>@us``),
+    with the called number in To. ``called_number(request)`` gives that number; ``inbound(source, request)``
+    finds the trunk (and route) when the directory cannot tell it by source address (a registrar known by
+    name: its resolved addresses count).
 
 - :class:`TrunkRegistration`: the asyncio driver of one ``sip.registration.OutboundRegistration``.
 - :func:`present_caller_id`, :func:`failover_status`: the rules, as plain functions.
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import re
 import time
@@ -52,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hotline.log import get_logger
 from hotline.sip.auth import DigestClient
+from hotline.sip.errors import ParseError
 from hotline.sip.headers import NameAddr
 from hotline.sip.message import REASONS, Request, Response, make_response
 from hotline.sip.registration import (
@@ -62,10 +68,10 @@ from hotline.sip.registration import (
 )
 from hotline.sip.stack import ServerInvite, SipStack
 from hotline.sip.transaction import Address
-from hotline.sip.uri import SipURI
+from hotline.sip.uri import SipURI, TelURI
 from hotline.switch.call import Call, Leg
 from hotline.switch.control import CallGone
-from hotline.switch.directory import CallerIdRules, Trunk
+from hotline.switch.directory import CallerIdRules, Route, Trunk, TrunkMatch, ip_literal
 
 if TYPE_CHECKING:
     from hotline.switch.service import Switch
@@ -138,6 +144,9 @@ class TrunkRegistration:
             rng=rng,
         )
         self.on_change = on_change
+        # the registrar's addresses: calls it sends to our contact come from there (hosts may be names)
+        literal = ip_literal(trunk.host)
+        self.addresses: set[str] = {str(literal)} if literal is not None else set()
         self._task: asyncio.Task[None] | None = None
         self._reported: tuple[RegistrationState, int | None] | None = None
 
@@ -160,7 +169,24 @@ class TrunkRegistration:
     def status(self) -> RegistrationStatus:
         return self.core.status(self.stack.now())
 
+    @property
+    def contact_user(self) -> str | None:
+        uri = self.core.settings.contact.uri
+        return uri.user if isinstance(uri, SipURI) else None
+
+    async def _resolve(self) -> None:
+        if self.addresses:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(self.trunk.host, self.trunk.port), 10.0)
+        except (OSError, TimeoutError) as error:
+            log.warning("trunk.resolve_failed", tenant=self.tenant, trunk=self.trunk.name, error=repr(error))
+            return
+        self.addresses = {str(info[4][0]) for info in infos}
+
     async def _run(self) -> None:
+        await self._resolve()
         request: Request | None = self.core.start(self.stack.now())
         while True:
             while request is not None:
@@ -528,6 +554,33 @@ class TrunkManager:
             alarm=alarm.message,
         )
 
+    # --- inbound calls on registered trunks
+
+    def called_number(self, request: Request) -> str:
+        """The number an INVITE is for: its Request-URI user, unless that is the contact one of our
+        registrations gave the carrier (calls are sent to the registered contact): then the To user."""
+        user = _user_of(request.uri)
+        if user and any(r.contact_user == user for r in self._registrations.values()):
+            with contextlib.suppress(ParseError):
+                return _user_of(request.to.uri) or user
+        return user
+
+    def inbound(self, source_host: str, request: Request) -> tuple[TrunkMatch, Route | None] | None:
+        """The registered trunk an INVITE came in on, when it is addressed to that registration's contact
+        and comes from its registrar (for trunks the directory cannot tell by source address)."""
+        user = _user_of(request.uri)
+        address = ip_literal(source_host)
+        if not user or address is None:
+            return None
+        host = str(address)
+        for (tenant, _name), registration in self._registrations.items():
+            if registration.contact_user == user and host in registration.addresses:
+                trunk = registration.trunk
+                network = ipaddress.ip_network(host)
+                route = self.switch.directory.route(tenant, self.called_number(request))
+                return TrunkMatch(tenant, trunk, network), route
+        return None
+
     # --- outbound calls
 
     def outside_number(self, tenant: str, dialled: str) -> str | None:
@@ -712,6 +765,14 @@ def caller_identity(presented: str | None, host: str, withheld: bool) -> tuple[s
             headers.append(("Privacy", "id"))
         return ANONYMOUS_FROM, headers
     return identity, headers
+
+
+def _user_of(uri: object) -> str:
+    if isinstance(uri, SipURI):
+        return uri.user or ""
+    if isinstance(uri, TelURI):
+        return uri.number
+    return ""
 
 
 def _heard(legs: Sequence[Leg]) -> bool:
