@@ -19,7 +19,7 @@ A trunk is configuration (``directory.Trunk``, FM-14); this module makes it work
     registration is failing, puts the trunk's ``prefix`` before the number, presents the caller ID the
     trunk's rules allow (see :func:`present_caller_id`; ``withheld`` sends an anonymous From with
     ``Privacy: id``), answers the trunk's digest challenges, and INVITEs through ``switch.originate``. A
-    trunk that fails (no response at all within ``setup_seconds``, 408, 5xx, 401/403/407, 488) hands the
+    trunk that fails (no response at all within ``setup_seconds``, 408, 5xx, 401/403/407, 488/606) hands the
     call to the next one and raises an alarm ("trunk X failed, moved to Y", TEL-15); the callee's own
     answer (486 busy, 404, 480, 603 ...) or the caller hanging up ends the search.
   - ``await dial_external(call, number, caller_id=None, ring_seconds=60) -> Leg | None``: the answered leg.
