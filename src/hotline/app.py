@@ -12,6 +12,7 @@ import httpx
 import uvloop
 
 from hotline.acd.waiting import wait_in_queue
+from hotline.api.server import HttpServer, create_app
 from hotline.config import Settings
 from hotline.events.bus import InProcessBus
 from hotline.ivr.interpreter import Interpreter
@@ -53,6 +54,9 @@ class App:
         await self.switch.start()
         # imports made by another process (`hotline config import`) reach this one without a restart
         self.directory_watch = asyncio.create_task(self.switch.directory.watch())
+        # HTTP (API, CTI WebSocket, web application) in this same event loop (principle 1).
+        self.web = HttpServer(create_app(self), settings.bind, settings.http_port)
+        await self.web.start()
         log.info(
             "hotline.started",
             sip=f"{settings.bind}:{settings.sip_port}",
@@ -81,6 +85,8 @@ class App:
         return await wait_in_queue(call, request)
 
     async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.web.stop()
         self.directory_watch.cancel()
         with contextlib.suppress(Exception):
             await self.switch.stop()

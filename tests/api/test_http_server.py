@@ -1,0 +1,74 @@
+"""`hotline serve` answers HTTP and the CTI WebSocket on its HTTP port, in its own event loop, and stops
+cleanly; a taken port is a clear error (principle 1, OPS-02)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hotline.api import HttpServer
+from hotline.app import App
+from hotline.config import Settings
+from hotline.storage.engines import Storage
+from hotline.tenancy.service import TenancyService
+from tests.api.cti_client import cti
+from tests.api.world import PASSWORD, World, add_user
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_the_platform_serves_the_api_and_the_cti_socket(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.migrate()
+    await TenancyService(storage).create_tenant("acme", "Acme")
+    await add_user(storage, "acme", "super", ["supervisor"])
+    await storage.close()
+    http_port = free_port()
+    rtp = free_port(socket.SOCK_DGRAM) // 2 * 2
+    settings = Settings(
+        data_dir=tmp_path,
+        bind="127.0.0.1",
+        sip_port=free_port(socket.SOCK_DGRAM),
+        http_port=http_port,
+        rtp_port_min=max(rtp, 1024),
+        rtp_port_max=max(rtp, 1024) + 20,
+        log_json=False,
+    )
+    app = App(settings)
+    await app.start()
+    try:
+        base = f"http://127.0.0.1:{http_port}"
+        async with httpx.AsyncClient(base_url=base, trust_env=False) as client:
+            assert (await client.get("/openapi.json")).json()["info"]["title"] == "Hotline"
+            signed = await client.post(
+                "/api/v1/session", json={"tenant": "acme", "username": "super", "password": PASSWORD}
+            )
+            assert signed.status_code == 200, signed.text
+            cookie = client.cookies.get("hotline_session")
+            assert cookie is not None
+            missing = await client.get("/api/v1/nowhere")
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        async with cti(http_port, cookie) as supervisor:
+            hello = await supervisor.command("hello")
+            assert hello["ok"] and hello["user"]["username"] == "super"
+    finally:
+        await app.stop()
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(trust_env=False) as client:
+            await client.get(f"http://127.0.0.1:{http_port}/openapi.json")
+
+
+async def test_a_taken_port_is_an_error_not_a_hang(world: World) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        server = HttpServer(world.api, "127.0.0.1", taken.getsockname()[1])
+        with pytest.raises(OSError):
+            await server.start()
