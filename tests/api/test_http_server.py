@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hotline.api import HttpServer
+from hotline.api import HttpServer, build_api
 from hotline.app import App
 from hotline.config import Settings
 from hotline.storage.engines import Storage
@@ -72,3 +72,25 @@ async def test_a_taken_port_is_an_error_not_a_hang(world: World) -> None:
         server = HttpServer(world.api, "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError):
             await server.start()
+
+
+async def test_the_web_application_is_served_with_deep_links_and_the_api_keeps_its_errors(
+    world: World, tmp_path: Path
+) -> None:
+    static = tmp_path / "static"
+    (static / "assets").mkdir(parents=True)
+    (static / "index.html").write_text("<!doctype html><title>Hotline</title>", encoding="utf-8")
+    (static / "assets" / "app.js").write_text("console.log(1)", encoding="utf-8")
+    world.context.static_dir = static
+    api = build_api(world.context)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://testserver"
+    ) as client:
+        home = await client.get("/")
+        assert home.status_code == 200 and "<title>Hotline</title>" in home.text
+        assert (await client.get("/assets/app.js")).text == "console.log(1)"
+        deep = await client.get("/admin/flows/main")
+        assert deep.status_code == 200 and "<title>Hotline</title>" in deep.text
+        missing = await client.get("/api/v1/nowhere")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        assert (await client.get("/openapi.json")).status_code == 200

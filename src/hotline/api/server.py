@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response as StarletteResponse
+from starlette.types import Scope
 
 from hotline.api.auth import router as session_router
 from hotline.api.config_edit import ConfigEditor
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "web" / "static"
+API_PREFIXES = ("/api/", "/docs", "/openapi.json")
 
 
 def build_api(context: ApiContext) -> FastAPI:
@@ -70,8 +74,22 @@ def build_api(context: ApiContext) -> FastAPI:
     book.install(api)
     static = context.static_dir
     if static is not None and (static / "index.html").is_file():
-        api.mount("/", StaticFiles(directory=static, html=True), name="web")
+        api.mount("/", WebApplication(directory=static, html=True), name="web")
     return api
+
+
+class WebApplication(StaticFiles):
+    """The built front end. A path that is no file (a deep link such as /admin/flows/main) gets the
+    application's index.html, so reloads work; the API's own paths keep their 404s."""
+
+    async def get_response(self, path: str, scope: Scope) -> StarletteResponse:
+        try:
+            return await super().get_response(path, scope)
+        except StarletteHTTPException as error:
+            request_path = str(scope.get("path", ""))
+            if error.status_code != 404 or request_path.startswith(API_PREFIXES):
+                raise
+            return await super().get_response("index.html", scope)
 
 
 def create_app(app: App) -> FastAPI:
