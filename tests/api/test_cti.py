@@ -374,3 +374,64 @@ async def test_supervisors_get_the_wallboard_and_agents_their_waiting_counts(
         # A login to other queues changes which counts the agent gets.
         await world.events.append(state("acme", "8001", "not_ready", queues=["sales", "support"]))
         await ann.event("queue.counts", counts={"sales": 3, "support": 0})
+
+
+async def test_a_silent_connection_is_closed_after_the_idle_time(served: tuple[World, int]) -> None:
+    world, port = served
+    world.context.cti_idle_seconds = 0.3
+    async with cti(port, await cookie(world, "acme", "8001")) as ann:
+        await ann.command("hello")
+        for _ in range(4):  # pings keep it open
+            await asyncio.sleep(0.15)
+            assert (await ann.command("ping"))["ok"]
+        closed = await ann.wait_closed()
+        assert closed.rcvd is not None and closed.rcvd.code == 4000
+
+
+async def test_events_the_bus_dropped_are_read_from_the_log(served: tuple[World, int]) -> None:
+    world, port = served
+    async with cti(port, await cookie(world, "acme", "8001")) as ann:
+        await ann.command("hello")
+        hub = world.api.state.cti.hubs["acme"]
+        hub.subscription.maxsize = 2  # a slow subscriber: the bus drops what does not fit
+        states = ["ready", "not_ready"] * 5
+        await world.events.append_many([state("acme", "8001", to) for to in states])
+        await ann._until(lambda: True if len(ann.of_type("agent.state")) >= len(states) else None, 5)
+        received = ann.of_type("agent.state")
+        assert [event["state"] for event in received] == states
+        assert [event["seq"] for event in received] == list(range(1, len(states) + 1))
+        assert hub.subscription.dropped > 0
+
+
+class _Socket:
+    """Just enough of a WebSocket for a connection that is never read."""
+
+    def __init__(self) -> None:
+        from starlette.websockets import WebSocketState
+
+        self.application_state = WebSocketState.CONNECTED
+        self.client = None
+        self.closed_with: tuple[int, str] | None = None
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed_with = (code, reason)
+
+
+async def test_a_client_too_far_behind_is_told_to_reconnect_with_its_last_seq(world: World) -> None:
+    from hotline.api.cti import CLOSE_TOO_SLOW, CtiConnection
+    from hotline.tenancy.users import Principal, permissions_of
+
+    principal = Principal("acme", "8001", "Ann", ("agent",), permissions_of(["agent"]), agent_id="8001")
+    gateway = world.api.state.cti
+    socket = _Socket()
+    connection = CtiConnection(gateway, None, socket, principal, set(), ["sales"])  # type: ignore[arg-type]
+    connection.pending = None
+    connection.outbox = asyncio.Queue(maxsize=2)
+    for seq in (1, 2, 3):
+        connection.deliver({"type": "agent.state", "seq": seq}, logged=True)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert connection.closed and socket.closed_with is not None and socket.closed_with[0] == CLOSE_TOO_SLOW
+    # Nothing more is queued for a connection that is gone.
+    connection.deliver({"type": "agent.state", "seq": 4}, logged=True)
+    assert connection.outbox.qsize() == 2

@@ -104,3 +104,33 @@ async def test_requests_only_open_their_own_tenants_database(world: World) -> No
 async def test_isolation_holds_on_postgresql_schemas(storage: Storage, tmp_path: Path) -> None:
     async with make_world(tmp_path, storage=storage) as world:
         await check_isolation(world)
+
+
+INJECTIONS = ["' OR '1'='1", "admin'--", '"; DROP TABLE users; --', "8001) OR (1=1", "%27%20OR%201=1"]
+
+
+async def test_hostile_text_is_only_ever_data(world: World) -> None:
+    """OPS-11: every query is parameterised; SQL in names, keys and filters finds nothing and breaks
+    nothing."""
+    admin = await signed_in(world, "acme", "admin")
+    async with world.client() as anonymous:
+        for text in INJECTIONS:
+            response = await anonymous.post(
+                "/api/v1/session", json={"tenant": "acme", "username": text, "password": text}
+            )
+            assert response.status_code == 401
+            forged = await anonymous.post(
+                "/api/v1/session", json={"tenant": text, "username": "admin", "password": text}
+            )
+            assert forged.status_code == 401
+    for text in INJECTIONS:
+        for kind in ("users", "agents", "queues", "flows"):
+            assert (await admin.get(f"/api/v1/{kind}/{text}")).status_code == 404
+        audit = await admin.get("/api/v1/audit", params={"action": text})
+        assert audit.status_code == 200 and audit.json()["total"] == 0
+        created = await admin.post("/api/v1/skills", json={"id": "vip", "name": text, "description": text})
+        assert created.status_code == 201
+        assert (await admin.get("/api/v1/skills/vip")).json()["name"] == text
+        assert (await admin.delete("/api/v1/skills/vip")).status_code == 204
+    assert (await admin.get("/api/v1/users")).json()["total"] == 5
+    assert (await admin.get("/api/v1/agents")).json()["total"] == 3
