@@ -1,7 +1,8 @@
 """The asyncio media driver: one RTP endpoint per call leg, and the engine that owns ports and time.
 
 `MediaEngine(host="127.0.0.1", ports=(20000, 29999), *, tick_interval=0.02, phases=4,
-housekeeping_interval=1.0, rtcp_interval=5.0, inactivity_timeout=30.0, cname=None)`:
+housekeeping_interval=1.0, rtcp_interval=5.0, inactivity_timeout=30.0, cname=None, batch_interval=0.0,
+batch_min_sessions=64)`:
 - owns the RTP port range: even ports for RTP, RTP+1 for RTCP (unless rtcp-mux); a port another process
   holds is skipped; `PortsExhausted` (a `MediaError`) says so when none is left. `ports_in_use`,
   `port_capacity`.
@@ -12,6 +13,11 @@ housekeeping_interval=1.0, rtcp_interval=5.0, inactivity_timeout=30.0, cname=Non
   media on its own (a playing or holding leg, DTMF out, a recorded bridge, a conference) registers as a
   `Ticker` (`on_media_tick(now)`) for it: no timer or task per leg or per packet. Every
   `housekeeping_interval` it checks inactivity, sends RTCP and reports quality for every session.
+- `broadcast(source) -> Broadcast`: one source (music on hold) that any number of legs hold on at the same
+  point, read and encoded once per codec per tick.
+- `batch_interval` (0 = off): with at least `batch_min_sessions` legs, the loop sleeps up to that long
+  between iterations so that one wake-up handles many datagrams (fewer context switches per packet, at
+  most that much added delay). `batching` says whether it is on.
 - `await close()`.
 
 `MediaParams`: the negotiated stream as plain values (the switch fills it from `sip.sdp.negotiated_audio`,
@@ -29,14 +35,15 @@ with, ptime, `MediaDirection` (seen from our side), rtcp-mux and the remote RTCP
   telephone-event; each digit once, to `on_dtmf(session, DtmfEvent)` and the `digits` queue.
 - DTMF out: `send_dtmf(digits, duration=0.1, gap=0.1) -> asyncio.Future[None]`: RFC 4733 with the end packet
   sent three times, or in-band tones when the peer has no telephone-event.
-- hold: `hold(music=None)` (stop sending, or send `music`: an `AudioSource`/`Player`, e.g.
-  `player.music_on_hold_source()`), `unhold()`, `on_hold`.
+- hold: `hold(music=None)` (stop sending, or send `music`: an `AudioSource`/`Player` of its own, or a shared
+  `Broadcast`), `unhold()`, `on_hold`.
 - `inactivity_timeout` seconds without RTP (not while on hold or not receiving) -> `on_timeout(session)`,
   once.
 - RTCP SR/RR about every `rtcp_interval` (randomised 0.5-1.5x), and a `LegQuality` (loss %, jitter ms, MOS
   from `quality.estimate`, the peer's view from its reports, RTT) to `on_quality(session, quality)` with each
   report; `quality()` any time.
 - `close()`: stops everything, sends an RTCP BYE, frees the ports. Idempotent.
+- counters: `rx_packets`, `tx_packets`, `tx_octets`, `rx_errors`, `send_errors`.
 """
 
 from __future__ import annotations
