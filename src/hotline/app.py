@@ -55,7 +55,13 @@ class App:
         # imports made by another process (`hotline config import`) reach this one without a restart
         self.directory_watch = asyncio.create_task(self.switch.directory.watch())
         # HTTP (API, CTI WebSocket, web application) in this same event loop (principle 1).
-        self.web = HttpServer(create_app(self), settings.bind, settings.http_port)
+        self.web = HttpServer(
+            create_app(self),
+            settings.bind,
+            settings.http_port,
+            tls_cert=settings.tls_cert,
+            tls_key=settings.tls_key,
+        )
         await self.web.start()
         log.info(
             "hotline.started",

@@ -4,6 +4,7 @@ cleanly; a taken port is a clear error (principle 1, OPS-02)."""
 from __future__ import annotations
 
 import socket
+import ssl
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,9 @@ from hotline.storage.engines import Storage
 from hotline.tenancy.service import TenancyService
 from tests.api.cti_client import cti
 from tests.api.world import PASSWORD, World, add_user
+from tests.sip.test_transport import certificate
+
+__all__ = ["certificate"]
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -94,3 +98,24 @@ async def test_the_web_application_is_served_with_deep_links_and_the_api_keeps_i
         missing = await client.get("/api/v1/nowhere")
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
         assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_https_when_given_a_certificate(world: World, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server = HttpServer(world.api, "127.0.0.1", 0, tls_cert=cert, tls_key=key)
+    await server.start()
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(verify=trusted, trust_env=False) as client:
+            response = await client.post(
+                f"https://127.0.0.1:{server.port}/api/v1/session",
+                json={"tenant": "acme", "username": "super", "password": PASSWORD},
+            )
+            assert response.status_code == 200
+            # Over HTTPS the session cookie is never sent in the clear.
+            assert "Secure" in response.headers["set-cookie"]
+    finally:
+        await server.stop()
+    broken = HttpServer(world.api, "127.0.0.1", 0, tls_cert=key, tls_key=key)
+    with pytest.raises(ssl.SSLError):
+        await broken.start()

@@ -123,15 +123,44 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, api: FastAPI, host: str, port: int) -> None:
+    """uvicorn serving `api` on host:port in the running loop; HTTPS when given a certificate and key
+    (OPS-10: browsers allow the microphone only on HTTPS pages or on localhost)."""
+
+    def __init__(
+        self,
+        api: FastAPI,
+        host: str,
+        port: int,
+        *,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
         self.api = api
         self.host = host
         self.port = port
+        self.tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen (raises OSError, e.g. the port is taken) and serve in the running loop."""
+        """Listen (raises OSError, e.g. the port is taken, or ssl.SSLError for a bad certificate) and
+        serve in the running loop."""
+        config = uvicorn.Config(
+            self.api,
+            loop="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
+            ws_max_size=1 << 20,
+            ws_ping_interval=20.0,
+            ws_ping_timeout=20.0,
+            timeout_graceful_shutdown=3,
+            server_header=False,
+            ssl_certfile=str(self.tls[0]) if self.tls else None,
+            ssl_keyfile=str(self.tls[1]) if self.tls else None,
+        )
+        config.load()  # the TLS context too: a bad certificate fails here, with its reason
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -145,19 +174,6 @@ class HttpServer:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.api,
-            loop="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            ws="websockets-sansio",
-            ws_max_size=1 << 20,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            timeout_graceful_shutdown=3,
-            server_header=False,
-        )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
         for _ in range(500):
@@ -169,7 +185,7 @@ class HttpServer:
             raise OSError("the HTTP server stopped while starting")
         if not self._server.started:
             raise OSError("the HTTP server did not start within 5 s")
-        log.info("http.listening", host=self.host, port=self.port)
+        log.info("http.listening", host=self.host, port=self.port, tls=self.tls is not None)
 
     async def stop(self) -> None:
         gateway = cast(CtiGateway, self.api.state.cti)
