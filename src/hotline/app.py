@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 import uvloop
 
-from hotline.acd.waiting import wait_in_queue
+from hotline.acd.service import AcdService
 from hotline.api.server import HttpServer, create_app
 from hotline.config import Settings
 from hotline.events.bus import InProcessBus
@@ -21,7 +21,6 @@ from hotline.reporting.cdr import CdrProjection, reconcile_unfinished_calls
 from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
 from hotline.switch.call import Call
-from hotline.switch.control import QueueOutcome, QueueRequest
 from hotline.switch.service import build_switch
 from hotline.tenancy.service import TenancyService
 
@@ -50,7 +49,10 @@ class App:
         self.switch = await build_switch(settings, self.storage, self.tenancy, self.events)
         self.http = httpx.AsyncClient(timeout=10.0)
         self.switch.targets["flow"] = self._run_flow
-        self.switch.queue_handler = self._queue
+        self.acd = AcdService(self.switch, self.events, self.storage, self.switch.directory)
+        await self.acd.start()
+        self.switch.queue_handler = self.acd.enqueue
+        self.switch.targets["queue"] = self.acd.run_queue_target
         await self.switch.start()
         # imports made by another process (`hotline config import`) reach this one without a restart
         self.directory_watch = asyncio.create_task(self.switch.directory.watch())
@@ -85,15 +87,17 @@ class App:
             timezone=info.time_zone if info else "Asia/Shanghai",
             http=self.http,
         )
-        await interpreter.run(call, flow)
-
-    async def _queue(self, call: Call, request: QueueRequest) -> QueueOutcome:
-        return await wait_in_queue(call, request)
+        result = await interpreter.run(call, flow)
+        if result.outcome == "handed_off":
+            # an agent (or a transfer target) has the call now: it ends when they hang up, not here
+            await call.wait_hung_up()
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.web.stop()
         self.directory_watch.cancel()
+        with contextlib.suppress(Exception):
+            await self.acd.stop()
         with contextlib.suppress(Exception):
             await self.switch.stop()
         with contextlib.suppress(Exception):

@@ -56,6 +56,10 @@ class FakeCall:
     async def wait_hung_up(self) -> None:
         await self._gone.wait()
 
+    async def answer(self) -> None:
+        if self.hung_up:
+            raise CallGone(self.call_id)
+
     def music_on_hold(self) -> None:
         if self.hung_up:
             raise CallGone(self.call_id)
@@ -103,6 +107,8 @@ class FakeDialer:
         self.calls: dict[str, FakeCall] = {}
         self.unusable: dict[str, str] = {}
         self.held: list[str] = []
+        self.concurrent: dict[str, int] = {}
+        self.double_offers: list[tuple[str, str]] = []  # (agent, call) rung while already ringing
 
     def device_problem(self, tenant: str, device: Device) -> str | None:
         return self.unusable.get(str(device))
@@ -112,6 +118,9 @@ class FakeDialer:
     ) -> RingResult:
         future: asyncio.Future[RingResult] = asyncio.get_running_loop().create_future()
         ring = Ring(agent_id, call, device, ring_seconds, future)
+        self.concurrent[agent_id] = self.concurrent.get(agent_id, 0) + 1
+        if self.concurrent[agent_id] > 1:
+            self.double_offers.append((agent_id, call.call_id))
         self.rings[agent_id] = ring
         self.history.append((agent_id, call.call_id))
         self.calls[call.call_id] = call
@@ -126,6 +135,7 @@ class FakeDialer:
             raise
         finally:
             gone.cancel()
+            self.concurrent[agent_id] -= 1
             if self.rings.get(agent_id) is ring:
                 del self.rings[agent_id]
 
@@ -209,14 +219,16 @@ class Env:
         self.dialer = FakeDialer()
         self.tasks: list[asyncio.Task[QueueOutcome]] = []
 
-    async def open(self, doc: dict[str, Any]) -> Env:
+    async def open(self, doc: dict[str, Any] | None) -> Env:
+        """With `doc`, create the tenant and import it; without, the data directory already has both."""
         self.storage = Storage(self.data_dir)
-        await self.storage.migrate()
         self.tenancy = TenancyService(self.storage)
-        if await self.tenancy.get_tenant(TENANT) is None:
-            await self.tenancy.create_tenant(TENANT, "Acme", concurrent_call_limit=100, seat_limit=100)
-        result = await import_tenant(self.storage, self.tenancy, TENANT, doc)
-        assert result.ok, result.problems
+        if doc is not None:
+            await self.storage.migrate()
+            if await self.tenancy.get_tenant(TENANT) is None:
+                await self.tenancy.create_tenant(TENANT, "Acme", concurrent_call_limit=100, seat_limit=100)
+            result = await import_tenant(self.storage, self.tenancy, TENANT, doc)
+            assert result.ok, result.problems
         self.directory = await Directory.open(self.storage)
         self.events = EventLog(self.storage, batch_window=0.0)
         await self.start()

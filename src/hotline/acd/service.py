@@ -222,6 +222,12 @@ class _Outbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._pending:
+            log.error("acd.events_lost", count=len(self._pending), error="closed before they were logged")
+            self._pending = []
+        self._done = self._put  # nobody waits for a writer that is gone
+        async with self._progress:
+            self._progress.notify_all()
 
 
 class AcdService:
@@ -584,6 +590,7 @@ class AcdService:
         hangup = loop.create_task(call.wait_hung_up())
         pending: set[asyncio.Task[RingResult]] = set(ring_ids)
         deadline = loop.time() + ring_seconds + RING_GRACE
+        cancelled = False
         try:
             while pending and winner is None and not call.hung_up:
                 remaining = deadline - loop.time()
@@ -608,6 +615,10 @@ class AcdService:
                             extra_legs.append(result.leg)
                     else:
                         failures.append((agent_id, result.failure or "unreachable"))
+        except asyncio.CancelledError:
+            # the caller left the queue (or the service stops): stop ringing, free the agents
+            cancelled = True
+            raise
         finally:
             hangup.cancel()
             for task in pending:
@@ -618,10 +629,15 @@ class AcdService:
                 result = _ring_result(task)
                 if result is not None and result.leg is not None:
                     extra_legs.append(result.leg)
+            if cancelled and winner is not None:
+                extra_legs.append(winner[1])
             for leg in extra_legs:
                 await self._release(leg)
             t.offers.pop(waiting.call_id, None)
             live.offer = None
+            if cancelled:
+                self._withdraw_agents(t, offer, run, self.clock())
+                self._dispatch(t)
         if self._stopping:
             if winner is not None:
                 await self._release(winner[1])
@@ -1046,11 +1062,8 @@ class AcdService:
     def _leave(self, t: _Tenant, live: _LiveCall) -> None:
         run = live.offer
         if run is not None and run.task is not None:
-            run.task.cancel()
+            run.task.cancel()  # its agents are freed once their ringing has stopped
         self._finish(t, live, "abandoned", QueueOutcome("abandoned"), force=True)
-        if run is not None:
-            self._withdraw_agents(t, run.offer, run, self.clock())
-            self._dispatch(t)
 
     def _finish(
         self,
@@ -1245,6 +1258,10 @@ class AcdService:
     async def run_queue_target(self, call: AcdCall, queue: str) -> None:
         """A number whose target is ``queue:<name>``: queue the call; when it comes back unanswered, take
         it to the queue's destination (an IVR flow through the switch's flow runner) or hang up."""
+        try:
+            await call.answer()  # the caller hears music while waiting
+        except CallGone:
+            return
         outcome = await self.enqueue(call, QueueRequest(queue=queue))
         if outcome.result == "answered":
             await call.wait_hung_up()
