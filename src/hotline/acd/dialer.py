@@ -8,8 +8,8 @@ through its call-control API).
 - :class:`RingResult`: the answered leg, or why there is none (``ring_no_answer``, ``rejected``,
   ``unreachable``: the ``call.offer_failed`` reasons).
 - :class:`SwitchDialer`: the real one over :class:`hotline.switch.service.Switch`: ``extension:N`` through
-  ``originate_extension``, ``sip:...`` through ``originate_uri``, ``external:N`` through the tenant's first
-  trunk, ``browser`` through ``switch.browsers.ring`` when the switch has browser phones.
+  ``originate_extension``, ``sip:...`` through ``originate_uri``, ``external:N`` through the tenant's trunks
+  (``switch.trunks.dial``), ``browser`` through ``switch.browsers.ring`` (the agent's WebRTC channel).
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ log = get_logger("hotline.acd")
 
 # A ring that ends this close to its timeout counts as ring-no-answer rather than a rejection.
 _NO_ANSWER_MARGIN = 0.5
+# hotline.switch.trunks.DialOutcome causes as offer failures
+_DIAL_FAILURES: dict[str, OfferFailure] = {
+    "no_answer": "ring_no_answer",
+    "busy": "rejected",
+    "rejected": "rejected",
+}
 
 
 class AcdCall(Protocol):
@@ -134,9 +140,15 @@ class SwitchDialer:
             leg = await switch.originate_uri(call, device.address, ring_seconds, kind="agent")
         elif device.kind == "browser":
             browsers = self._browsers()
-            if browsers is None:
-                return RingResult(failure="unreachable")
+            if browsers is None or not browsers.connected(tenant, agent_id):
+                return RingResult(failure="unreachable")  # no media channel from the agent's browser
             leg = await browsers.ring(call, tenant, agent_id, ring_seconds)
+        elif getattr(switch, "trunks", None) is not None:
+            # a roaming agent's phone, dialled out through the tenant's trunks (caller id and failover rules)
+            outcome = await switch.trunks.dial(call, device.address, ring_seconds=ring_seconds)
+            if outcome.leg is not None:
+                return RingResult(leg=outcome.leg)
+            return RingResult(failure=_DIAL_FAILURES.get(outcome.cause, "unreachable"))
         else:
             trunks = switch.directory.trunks(tenant)
             if not trunks:
@@ -156,7 +168,7 @@ class SwitchDialer:
 
     async def release(self, leg: Any) -> None:
         # Before the bridge exists, the leg's end does not end the call (Switch._leg_gone).
-        await leg.sip.bye("cancelled")
+        await leg.release("cancelled")
 
     def leg_ended(self, leg: Any) -> bool:
         return bool(leg is not None and leg.ended)
