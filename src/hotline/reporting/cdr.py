@@ -88,6 +88,8 @@ from hotline.storage.engines import Storage, validate_tenant_id
 from hotline.storage.eventlog import EventLog, events_table
 from hotline.storage.schema import BigInt, TenantBase, UtcDateTime
 
+GATHER_SECONDS: Final = 0.2
+
 log = get_logger(__name__)
 
 PROJECTION_NAME: Final = "cdr"
@@ -610,6 +612,11 @@ class CdrProjection:
             try:
                 while True:
                     batch = await subscription.get_batch(self.batch_size)
+                    # CDRs are not read live (the wallboard reads the ACD): gather what arrives in the next
+                    # moment too, so a busy node writes one transaction per window instead of one per event
+                    await asyncio.sleep(GATHER_SECONDS)
+                    while subscription.pending and len(batch) < self.batch_size:
+                        batch += await subscription.get_batch(self.batch_size - len(batch))
                     events = [item for item in batch if isinstance(item, Event)]
                     try:
                         if events:
