@@ -186,7 +186,7 @@ async def test_dtmf_while_bridged_is_reported_once_and_passed_on_with_the_other_
 
 async def test_inband_dtmf_is_detected_on_a_bridged_leg_without_telephone_event(engine: MediaEngine) -> None:
     caller, agent, a, _, bridge = await bridged_pair(
-        engine, pcmu_params(1, telephone_event=False), pcmu_params(1), flush_ticks=2
+        engine, pcmu_params(1, telephone_event=False), pcmu_params(1), flush_interval=0.04
     )
     try:
         audio = np.concatenate(
@@ -302,6 +302,25 @@ async def test_a_recorded_call_has_both_parties_aligned_on_their_own_channels(
         quiet_left = left[int((onset(right) + 0.02) * RATE) :][:1200]
         assert np.max(np.abs(quiet_left)) < 100  # the agent is not on the caller's channel
         assert 0.9 < len(stereo) / RATE < 1.5
+    finally:
+        caller.close()
+        agent.close()
+
+
+async def test_a_long_backlog_after_a_stalled_loop_is_recorded_in_pieces(
+    engine: MediaEngine, tmp_path: Path
+) -> None:
+    recorder = Recorder(tmp_path, "acme", "call-2", format="wav")
+    caller, agent, a, _, bridge = await bridged_pair(engine, recorder=recorder, flush_interval=60.0)
+    try:
+        audio = sine(700.0, 6.0, level_dbm0=-6)  # twice the recorder's ring buffer, in one batch
+        await caller.stream(a.local_port, frames_of(ulaw(audio)), interval=0.002)
+        assert await agent.wait_for(300)
+        bridge.unbridge()
+        info = await recorder.close()
+        assert info.complete and info.error is None
+        left = read_stereo(info.path)[:, 0]
+        assert np.count_nonzero(np.abs(left.astype(np.int32)) > 2000) > 5.5 * RATE * 0.5
     finally:
         caller.close()
         agent.close()

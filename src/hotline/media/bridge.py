@@ -1,7 +1,7 @@
 """Two-party relay and the conference driver (issue #3; FM-04, FM-17, REC-01, REC-02).
 
-`Bridge(a, b, recorder=None, *, recording_started=None, flush_ticks=10)`: relays RTP between two configured
-`MediaSession`s (a = caller, b = agent) from the moment it is made.
+`Bridge(a, b, recorder=None, *, recording_started=None, flush_interval=0.2)`: relays RTP between two
+configured `MediaSession`s (a = caller, b = agent) from the moment it is made.
 - Same codec on both legs (the usual case): in `datagram_received` the header of the received packet is
   rewritten (our SSRC, continuous sequence numbers and timestamps across the peer's SSRC changes, the other
   leg's payload type) in a copy of the datagram and sent from the other leg's socket: no decoding, no numpy,
@@ -11,7 +11,7 @@
   negotiated telephone-event; a leg without telephone-event is listened to in-band.
 - `recorder` (a `hotline.media.recorder.Recorder`): the caller's audio goes to the left channel, the agent's
   to the right, each at its RTP media time. The hot path only keeps a reference to each received packet;
-  every `flush_ticks` media ticks (200 ms) the packets are decoded at once (G.711 by table
+  every `flush_interval` seconds (checked on the media clock) the packets are decoded at once (G.711 by table
   lookup) and written in contiguous runs. `recording_started` is the `time.monotonic()` of the recording's
   time 0 (default: now). The bridge never closes the recorder: its owner does (`await recorder.close()`).
 - Holding a leg (`MediaSession.hold`) stops relaying to and from it; DTMF sent on a leg pauses the relay
@@ -292,7 +292,7 @@ class Bridge:
         recorder: Recorder | None = None,
         *,
         recording_started: float | None = None,
-        flush_ticks: int = 10,
+        flush_interval: float = 0.2,
     ) -> None:
         if a is b:
             raise MediaError("a leg cannot be bridged with itself")
@@ -310,9 +310,9 @@ class Bridge:
         self.engine = a.engine
         self.recorder = recorder
         self.recording_started = _monotonic() if recording_started is None else recording_started
-        self.flush_ticks = max(1, flush_ticks)
+        self.flush_interval = flush_interval
+        self._last_flush = _monotonic()
         self.active = True
-        self._ticks = 0
         self._ticking = False
         for leg in (a, b):
             leg.stop_playing()
@@ -375,14 +375,13 @@ class Bridge:
     # -- the recording side --
 
     def on_media_tick(self, now: float) -> None:
-        self._ticks += 1
-        if self._ticks % self.flush_ticks:
-            return
-        self._flush(now)
+        if now - self._last_flush >= self.flush_interval:
+            self._flush(now)
 
     def _flush(self, now: float) -> None:
         """Decode what both directions received since the last flush and write it, in media-time order so
         that neither channel falls behind the recorder's reorder window."""
+        self._last_flush = now
         writes: list[tuple[float, Channel, Frame]] = []
         for path in (self._ab, self._ba):
             tap = path.tap
@@ -400,6 +399,8 @@ class Bridge:
             recorder.advance(max(0.0, now - self.recording_started - _ADVANCE_MARGIN))
         except RecordingError as error:
             self._stop_recording(error)
+        except ValueError as error:  # the recorder refused the audio: fail loudly, keep the call going
+            self._stop_recording(RecordingError(f"recording refused audio: {error}", call_id=self.a.id))
 
     def _decode_tap(
         self,
@@ -505,7 +506,11 @@ class Bridge:
                 resampler = tap.resamplers[key] = Resampler(codec.sample_rate, recorder.sample_rate)
             pcm = resampler.process(pcm)
         arrival = first_arrival + ts_delta(run_ts, first_ts) / clock
-        writes.append((tap.timeline.position(run_ts, arrival), tap.channel, pcm))
+        at = tap.timeline.position(run_ts, arrival)
+        # long runs (after the loop stalled) go in pieces, interleaved in time with the other channel
+        piece = recorder.sample_rate // 2
+        for start in range(0, len(pcm), piece):
+            writes.append((at + start / recorder.sample_rate, tap.channel, pcm[start : start + piece]))
 
     def _stop_recording(self, error: RecordingError) -> None:
         log.error("recording failed; the call goes on unrecorded", error=str(error), a=self.a.id, b=self.b.id)
