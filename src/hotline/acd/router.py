@@ -318,12 +318,15 @@ class Router:
         runtime.waiting[key] = LazyHeap()
         index: LazyHeap[AgentStatus] = LazyHeap()
         runtime.ready[key] = index
+        # A requirement new to this queue: its index starts with the ready members who satisfy it (once;
+        # later changes keep it up to date).
         strategy = runtime.config.strategy
-        for agent in runtime.members.values():
-            if agent.state == "ready" and self._matches(agent, key, call.requirement):
-                index.push(
-                    ready_key(strategy, agent, runtime.name, call.requirement, self.rng), agent.token, agent
-                )
+        requirement = call.requirement
+        index.extend(
+            (ready_key(strategy, agent, runtime.name, requirement, self.rng), agent.token, agent)
+            for agent in runtime.members.values()
+            if agent.state == "ready" and self._matches(agent, key, requirement)
+        )
 
     def _push_waiting(self, call: WaitingCall) -> None:
         for name in call.queues:
