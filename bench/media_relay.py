@@ -403,10 +403,11 @@ def run_step(
 ) -> StepResult:
     python = sys.executable
     script = str(Path(__file__).resolve())
+    niced = ["nice", "-n", str(args.nice)] if args.nice else []
     caller_port, agent_port, receiver_port = free_udp_port(), free_udp_port(), free_udp_port()
     with tempfile.TemporaryDirectory(prefix="hotline-media-bench-") as scratch:
         relay_command = [
-            python, script, "--role", "relay", "--calls", str(calls), "--ports", args.ports,
+            *niced, python, script, "--role", "relay", "--calls", str(calls), "--ports", args.ports,
             "--caller-port", str(caller_port), "--agent-port", str(agent_port),
             "--receiver-port", str(receiver_port), "--moh", str(moh),
             "--record-format", args.record_format, "--batch-ms", str(args.batch_ms),
@@ -437,7 +438,18 @@ def run_step(
             for bind, targets, role in blasters:
                 helpers.append(
                     subprocess.Popen(
-                        [python, script, "--role", role, "--bind", str(bind), "--targets", targets, *common],
+                        [
+                            *niced,
+                            python,
+                            script,
+                            "--role",
+                            role,
+                            "--bind",
+                            str(bind),
+                            "--targets",
+                            targets,
+                            *common,
+                        ],
                         stdout=subprocess.PIPE,
                         text=True,
                     )
@@ -557,6 +569,12 @@ def main() -> int:
     parser.add_argument("--ports", default="20000-29999", help="the relay's RTP port range")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="nice value for the relay, blasters and receiver (negative: shield them from a busy machine)",
+    )
+    parser.add_argument(
         "--batch-ms", type=float, default=0.0, help="MediaEngine(batch_interval=...) in ms (0: off)"
     )
     # internal: the subprocesses
@@ -584,7 +602,8 @@ def main() -> int:
 
     print(
         f"media relay bench: window {args.window:.0f} s after {args.warmup:.0f} s warm-up, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} before start",
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} before start, nice {args.nice}, "
+        f"batch {args.batch_ms} ms",
         flush=True,
     )
     results = []
