@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from hotline.acd.agents import AcdError
-from hotline.api import HttpServer
+from hotline.api import HttpServer, create_app
+from hotline.config import Settings
 from hotline.events.models import (
     AgentStateChanged,
     CallAnswered,
@@ -21,7 +23,7 @@ from hotline.events.models import (
     CallStarted,
 )
 from tests.api.cti_client import cti
-from tests.api.world import World, make_world, sign_in
+from tests.api.world import FakeBrowsers, World, make_world, sign_in
 
 
 @pytest.fixture
@@ -435,3 +437,42 @@ async def test_a_client_too_far_behind_is_told_to_reconnect_with_its_last_seq(wo
     # Nothing more is queued for a connection that is gone.
     connection.deliver({"type": "agent.state", "seq": 4}, logged=True)
     assert connection.outbox.qsize() == 2
+
+
+async def test_the_browser_phones_word_that_an_offer_is_gone_reaches_the_agent(
+    served: tuple[World, int],
+) -> None:
+    world, port = served
+    async with (
+        cti(port, await cookie(world, "acme", "8001")) as ann,
+        cti(port, await cookie(world, "acme", "alice")) as alice,
+    ):
+        await ann.command("hello")
+        await alice.command("hello")
+        notice = SimpleNamespace(
+            tenant="acme",
+            agent_id="8001",
+            kind="offer_withdrawn",
+            call_id="call-3",
+            cause="answered_elsewhere",
+        )
+        world.api.state.cti.browser_notice(notice)
+        ended = await ann.event("call.ended")
+        assert ended["call_id"] == "call-3" and ended["cause"] == "answered_elsewhere"
+        assert (await alice.command("ping"))["ok"] and alice.of_type("call.ended") == []
+
+
+def test_the_platform_wires_browser_notices_to_the_gateway(world: World) -> None:
+    browsers = FakeBrowsers()
+    app = SimpleNamespace(
+        storage=world.storage,
+        events=world.events,
+        bus=world.bus,
+        tenancy=world.tenancy,
+        settings=Settings(cti_grace_seconds=7),
+        switch=SimpleNamespace(directory=world.directory, browsers=browsers),
+        acd=world.acd,
+    )
+    api = create_app(app)  # type: ignore[arg-type]
+    assert browsers.notify == api.state.cti.browser_notice
+    assert api.state.context.cti_grace_seconds == 7 and api.state.context.acd is world.acd
