@@ -618,3 +618,32 @@ async def test_announcements_tell_position_and_expected_wait(tmp_path: Any) -> N
         assert second.moh == 2  # music again afterwards
     finally:
         await env.close()
+
+
+async def test_supervisor_reserves_a_waiting_call_and_changes_priorities(env: Env) -> None:
+    await env.acd.login(TENANT, "a1", "sip:a1@127.0.0.1:5070")
+    await env.acd.login(TENANT, "a2", "sip:a2@127.0.0.1:5070")
+    first, _ = env.call()
+    await env.advance(1)
+    second, _ = env.call()
+    await env.advance(1)
+    blacklisted, _ = env.call(priority=80, data={"blacklisted": True})  # ACD-20: served last
+    await env.settle()
+    assert [c["call_id"] for c in env.acd.waiting_calls(TENANT)] == [
+        first.call_id,
+        second.call_id,
+        blacklisted.call_id,
+    ]
+    view = await env.acd.reserve_call(TENANT, second.call_id, "a2", 20, by="sup")  # ACD-16
+    assert view["reserved_for"] == "a2"
+    await env.acd.set_priority(TENANT, first.call_id, 0, by="sup")
+    await env.acd.set_priority(TENANT, blacklisted.call_id, 60, by="sup")
+    await env.acd.ready(TENANT, "a1")
+    await env.settle()
+    assert env.dialer.history[-1] == ("a1", blacklisted.call_id)  # raised above the first call
+    await env.acd.ready(TENANT, "a2")
+    await env.settle()
+    assert env.dialer.history[-1] == ("a2", second.call_id)  # kept for a2
+    with pytest.raises(AcdError) as error:
+        await env.acd.set_priority(TENANT, "nocall", 5, by="sup")
+    assert error.value.code == "no_such_call"

@@ -278,6 +278,30 @@ class Router:
             self._push_waiting(call)
             self._dirty_calls[call.call_id] = None
 
+    def reserve_for(self, call: WaitingCall, agent_id: str, until: float) -> None:
+        """ACD-16: only `agent_id` is offered the call until `until` (then everyone again)."""
+        call.target = agent_id
+        call.target_until = until
+        call.version += 1
+        if call.status == "waiting":
+            self.targeted.setdefault(agent_id, LazyHeap()).push(
+                (call.rank, float(call.seq)), call.version, call
+            )
+            self._dirty_calls[call.call_id] = None
+
+    def set_priority(self, call: WaitingCall, priority: int) -> None:
+        """ACD-16: a new priority; the call's place follows (its wait still counts)."""
+        call.priority = max(0, min(100, priority))
+        call.version += 1
+        if call.status == "waiting":
+            if call.target is not None:
+                self.targeted.setdefault(call.target, LazyHeap()).push(
+                    (call.rank, float(call.seq)), call.version, call
+                )
+            else:
+                self._push_waiting(call)
+            self._dirty_calls[call.call_id] = None
+
     def return_call(self, call: WaitingCall) -> None:
         """A failed offer: the call goes back to where it was (the head, as it was the best), FM-06."""
         if call.status != "offering":
@@ -369,7 +393,8 @@ class Router:
         return offers
 
     def best_call_for(self, agent: AgentStatus) -> tuple[WaitingCall, str] | None:
-        """The waiting call a just-freed agent should take: the best place over its queues (ACD-03)."""
+        """The waiting call a just-freed agent should take: one kept for them, else the best place over
+        its queues (ACD-03)."""
         best: tuple[float, float] | None = None
         found: tuple[WaitingCall, str] | None = None
         own = self.targeted.get(agent.agent_id)
@@ -379,8 +404,9 @@ class Router:
                 lambda c, token: c.status == "waiting" and c.version == token and c.target == agent_id
             )
             if top is not None:
-                best = (top[0][0], top[0][1])
-                found = (top[1], top[1].queue)
+                # Calls waiting for this agent alone (reserved, sticky, dedicated) come first: nobody
+                # else may take them, and their callers were promised this agent.
+                return top[1], top[1].queue
         for name in agent.queues:
             runtime = self.queues.get(name)
             if runtime is None:

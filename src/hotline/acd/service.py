@@ -972,6 +972,8 @@ class AcdService:
         now = self.clock()
         data = call.data
         priority = max(request.priority, config.priority) + config.vip_boost * _vip_level(data)
+        if data.get("blacklisted") is True:
+            priority = 0  # ACD-20: served last (rejecting or a message is the flow's choice)
         requirement = _requirement(request.skills) if request.skills is not None else config.skills
         max_wait = min(request.max_wait_seconds, config.max_wait)
         target, target_until = self._target_for(t, call, config, now)
@@ -1149,7 +1151,14 @@ class AcdService:
         )
 
     def _target_due(self, t: _Tenant, live: _LiveCall) -> None:
-        if live.waiting.status != "done" and live.waiting.target is not None:
+        waiting = live.waiting
+        until = waiting.target_until
+        if (
+            waiting.status != "done"
+            and waiting.target is not None
+            and until is not None
+            and until <= self.clock()
+        ):
             t.router.release_target(live.waiting)
             self._dispatch(t)
 
@@ -1460,6 +1469,71 @@ class AcdService:
                 )
             )
         return agent.view()
+
+    # ============================================================================ supervisor: queued calls
+
+    def _queued(self, t: _Tenant, call_id: str) -> _LiveCall:
+        live = t.live.get(call_id)
+        if live is None or live.waiting.status == "done":
+            raise AcdError("no_such_call", f"call {call_id} is not waiting in a queue")
+        return live
+
+    async def reserve_call(
+        self, tenant: str, call_id: str, agent_id: str, seconds: float, by: str
+    ) -> dict[str, Any]:
+        """ACD-16: a supervisor keeps a waiting call for a named agent for `seconds`, then it is requeued
+        for everyone (it never loses its place)."""
+        t = self._known(tenant)
+        live = self._queued(t, call_id)
+        self._logged_in(t, agent_id)
+        if not 0 < seconds <= 3600:
+            raise AcdError("bad_seconds", "reserve a call for 1 s to 1 hour")
+        until = self.clock() + seconds
+        t.router.reserve_for(live.waiting, agent_id, until)
+        self._schedule(until, lambda at: self._reservation_due(t, live, agent_id))
+        log.info("acd.call_reserved", tenant=tenant, call_id=call_id, agent=agent_id, seconds=seconds, by=by)
+        self._dispatch(t)
+        return self._call_view(live)
+
+    def _reservation_due(self, t: _Tenant, live: _LiveCall, agent_id: str) -> None:
+        waiting = live.waiting
+        if (
+            waiting.status != "done"
+            and waiting.target == agent_id
+            and (waiting.target_until or 0) <= self.clock()
+        ):
+            t.router.release_target(waiting)
+            self._dispatch(t)
+
+    async def set_priority(self, tenant: str, call_id: str, priority: int, by: str) -> dict[str, Any]:
+        """ACD-16: change a waiting call's priority (0-100)."""
+        t = self._known(tenant)
+        live = self._queued(t, call_id)
+        if not 0 <= priority <= 100:
+            raise AcdError("bad_priority", "priority runs from 0 to 100")
+        t.router.set_priority(live.waiting, priority)
+        log.info("acd.priority_changed", tenant=tenant, call_id=call_id, priority=priority, by=by)
+        self._dispatch(t)
+        return self._call_view(live)
+
+    def _call_view(self, live: _LiveCall) -> dict[str, Any]:
+        waiting = live.waiting
+        return {
+            "call_id": waiting.call_id,
+            "queues": list(waiting.queues),
+            "priority": waiting.priority,
+            "status": waiting.status,
+            "reserved_for": waiting.target,
+            "waited_seconds": round(max(0.0, self.clock() - waiting.enqueued_at), 1),
+            "ani_masked": mask_number(live.call.ani),
+        }
+
+    def waiting_calls(self, tenant: str, queue: str | None = None) -> list[dict[str, Any]]:
+        """Calls waiting (or being offered), best placed first, for supervisors (SUP-09)."""
+        t = self._known(tenant)
+        lives = [live for live in t.live.values() if queue is None or queue in live.waiting.queues]
+        lives.sort(key=lambda live: (live.waiting.rank, live.waiting.seq))
+        return [self._call_view(live) for live in lives]
 
     # ================================================================================== watchdog
 
