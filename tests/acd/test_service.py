@@ -647,3 +647,29 @@ async def test_supervisor_reserves_a_waiting_call_and_changes_priorities(env: En
     with pytest.raises(AcdError) as error:
         await env.acd.set_priority(TENANT, "nocall", 5, by="sup")
     assert error.value.code == "no_such_call"
+
+
+async def test_conditional_overflow_on_live_figures(tmp_path: Any) -> None:
+    """ACD-07: more than 1 waiting in sales and at least 1 idle in support -> also queue in support."""
+    rule = {"after_seconds": 0, "queues": ["support"], "when_waiting_over": 1, "when_idle_at_least": 1}
+    doc = document(
+        queues=[{"name": "sales", "overflow": [rule]}, {"name": "support"}],
+        agent_list=agents("s1", queues=["support"]),
+    )
+    env = await Env(tmp_path).open(doc)
+    try:
+        await env.ready("s1")
+        first, first_task = env.call("sales")
+        await env.advance(0.5)
+        assert not env.dialer.history  # one waiting is not more than one
+        second, second_task = env.call("sales")
+        await env.advance(0.2)
+        assert env.dialer.history == [("s1", second.call_id)]
+        await env.advance(2)  # s1 is busy now: the first call's rule finds nobody idle in support
+        assert first.call_id not in {call for _, call in env.dialer.history}
+        queued = [e for e in await env.logged("call.queued") if isinstance(e, CallQueued)]
+        assert [(e.call_id, e.queue_id, e.overflow) for e in queued][-1] == (second.call_id, "support", True)
+        first_task.cancel()
+        second_task.cancel()
+    finally:
+        await env.close()

@@ -1295,6 +1295,12 @@ class AcdService:
         problem = self.dialer.device_problem(tenant, parsed)
         if problem is not None:
             raise AcdError("device_unavailable", problem)
+        seats = getattr(self.directory.tenant_info(tenant), "seat_limit", None)
+        agent = t.router.agents.get(agent_id)
+        if seats is not None and agent is not None and not agent.logged_in:
+            in_use = sum(1 for other in t.router.agents.values() if other.logged_in)
+            if in_use >= seats:
+                raise AcdError("seat_limit", f"all {seats} licensed seats are in use")
         change = t.router.login(agent_id, parsed, queues, self.clock(), _now())
         self._emit_change(tenant, change)
         log.info("acd.login", tenant=tenant, agent=agent_id, device=str(parsed))
