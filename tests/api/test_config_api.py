@@ -104,7 +104,7 @@ async def test_lists_page_with_offset_and_limit_and_refuse_bad_paging(world: Wor
     page = (await admin.get("/api/v1/agents", params={"offset": 1, "limit": 1})).json()
     assert page == {"items": [full["items"][1]], "total": 3}
     assert (await admin.get("/api/v1/agents", params={"offset": 5})).json() == {"items": [], "total": 3}
-    for params, field in (({"limit": 0}, "limit"), ({"limit": 501}, "limit"), ({"offset": -1}, "offset")):
+    for params, field in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"offset": -1}, "offset")):
         response = await admin.get("/api/v1/agents", params=params)
         assert response.status_code == 422 and field in response.json()["error"]["fields"]
 
@@ -112,11 +112,24 @@ async def test_lists_page_with_offset_and_limit_and_refuse_bad_paging(world: Wor
 async def test_roles_decide_who_reads_and_who_changes(world: World) -> None:
     for username, can_read in (("super", True), ("lead", True), ("quinn", True), ("8001", False)):
         client = await signed_in(world, "acme", username)
-        assert (await client.get("/api/v1/queues")).status_code == (200 if can_read else 403), username
+        assert (await client.get("/api/v1/agents")).status_code == (200 if can_read else 403), username
         response = await client.post("/api/v1/skills", json={"id": "x1"})
         assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
     async with world.client() as anonymous:
         assert (await anonymous.get("/api/v1/queues")).status_code == 401
+
+
+async def test_agents_read_the_reason_codes_and_queues_their_desktop_needs(world: World) -> None:
+    agent = await signed_in(world, "acme", "8001")
+    codes = (await agent.get("/api/v1/reason-codes", params={"limit": 200})).json()
+    assert {code["code"]: code["kind"] for code in codes["items"]} == {
+        "break": "not_ready",
+        "resolved": "disposition",
+    }
+    assert (await agent.get("/api/v1/queues/sales")).json()["display_name"] == "销售"
+    for path in ("/api/v1/extensions", "/api/v1/trunks", "/api/v1/users", "/api/v1/flows", "/api/v1/skills"):
+        assert (await agent.get(path)).status_code == 403, path
+    assert (await agent.put("/api/v1/reason-codes/break", json={"name": "x"})).status_code == 403
 
 
 async def test_secrets_are_hidden_from_readers_and_hashes_from_everyone(world: World) -> None:

@@ -113,10 +113,13 @@ async def current_principal(request: Request) -> Principal:
     return principal
 
 
-def require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+def require(permission: Permission, *alternatives: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting principals holding `permission` (or one of the `alternatives`)."""
+    accepted = (permission, *alternatives)
+
     async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not principal.can(permission):
-            raise ApiError(403, "forbidden", f"this needs the permission {permission}")
+        if not any(principal.can(name) for name in accepted):
+            raise ApiError(403, "forbidden", f"this needs the permission {' or '.join(accepted)}")
         return principal
 
     return dependency

@@ -61,6 +61,7 @@ from hotline.tenancy.users import PasswordPolicy, Principal, load_policy, save_p
 REDACTED: Final = "********"
 MAX_BODY: Final = 4 * 1024 * 1024
 FLOW_KEY: Final = "@flow"
+MAX_PAGE: Final = 1000
 
 
 @dataclass(frozen=True)
@@ -74,16 +75,18 @@ class ConfigKind:
     secrets: tuple[str, ...] = ()
     # Never shown.
     hidden: tuple[str, ...] = ()
+    # Agents may read it too.
+    agents_read: bool = False
 
 
 KINDS: Final = (
     ConfigKind("extensions", "extensions", "number", Extension, "extension", secrets=("password",)),
     ConfigKind("trunks", "trunks", "name", Trunk, "trunk", secrets=("password",)),
     ConfigKind("numbers", "numbers", "number", NumberEntry, "number"),
-    ConfigKind("queues", "queues", "name", Queue, "queue"),
+    ConfigKind("queues", "queues", "name", Queue, "queue", agents_read=True),
     ConfigKind("skills", "skills", "id", Skill, "skill"),
     ConfigKind("agents", "agents", "id", Agent, "agent", hidden=("password_hash",)),
-    ConfigKind("reason-codes", "reason_codes", "code", ReasonCode, "reason code"),
+    ConfigKind("reason-codes", "reason_codes", "code", ReasonCode, "reason code", agents_read=True),
     ConfigKind("calendars", "calendars", "id", BusinessCalendar, "calendar"),
 )
 
@@ -96,13 +99,15 @@ class Page:
 
 def page_of(
     offset: Annotated[int, Query(ge=0, le=1_000_000, description="items to skip")] = 0,
-    limit: Annotated[int, Query(ge=1, le=500, description="items to return")] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="items to return")] = 50,
 ) -> Page:
     return Page(offset, limit)
 
 
 PageQuery = Annotated[Page, Depends(page_of)]
 Reader = Annotated[Principal, Depends(require("config.read"))]
+CONFIG_READER: Final = Depends(require("config.read"))
+DESK_READER: Final = Depends(require("config.read", "cti.agent"))
 Writer = Annotated[Principal, Depends(require("config.write"))]
 
 
@@ -216,11 +221,14 @@ def _kind_routes(router: APIRouter, book: SchemaBook, kind: ConfigKind) -> None:
     item_path = f"/{kind.path}/{{key}}"
     operation = kind.path.replace("-", "_")
 
-    async def list_items(request: Request, principal: Reader, page: PageQuery) -> dict[str, Any]:
+    # Agents read some kinds too (the desktop offers not-ready reasons and dispositions, names queues).
+    reader = DESK_READER if kind.agents_read else CONFIG_READER
+
+    async def list_items(request: Request, page: PageQuery, principal: Principal = reader) -> dict[str, Any]:
         items = [present(kind, item, principal) for item in await _items(request, principal, kind)]
         return paged(items, page)
 
-    async def get_item(key: str, request: Request, principal: Reader) -> dict[str, Any]:
+    async def get_item(key: str, request: Request, principal: Principal = reader) -> dict[str, Any]:
         return present(kind, await _find(request, principal, kind, key), principal)
 
     async def create_item(request: Request, principal: Writer) -> JSONResponse:
