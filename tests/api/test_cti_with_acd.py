@@ -68,6 +68,14 @@ async def test_a_call_walks_through_the_agent_desktop_and_the_wallboard(
 
         dialer.answer("8001")
         await ann.event("agent.state", state="on_call")
+        # A reload (AGT-13): the new page gets the state and the call back, with its screen pop.
+        async with cti(port, await cookie(world, "acme", "8001")) as reloaded:
+            restored = await reloaded.command("hello")
+            assert restored["agent"]["state"] == "on_call"
+            (current,) = restored["calls"]
+            assert current["call_id"] == call.call_id and current["state"] == "on_call"
+            assert current["ani"] == "138****5678" and current["data"]["ivr"] == {"path": ["menu", "1"]}
+            assert current["answered_at"] >= current["offered_at"]
         assert (await ann.command("call.hold", call_id=call.call_id))["ok"]
         await ann.event("agent.state", state="on_hold")
         await ann.event("call.held", call_id=call.call_id)

@@ -563,6 +563,9 @@ class CtiConnection:
                     agent = None
                 if isinstance(agent, dict) and isinstance(agent.get("calls"), list):
                     calls = agent["calls"]
+                elif isinstance(agent, dict) and agent.get("call_id"):
+                    # AGT-13: a reloaded desktop gets its call back, with the screen pop it had.
+                    calls = [await self._current_call(agent)]
         principal = self.principal
         return {
             "user": {
@@ -575,6 +578,26 @@ class CtiConnection:
             "calls": calls,
             "last_seq": head,
         }
+
+    async def _current_call(self, agent: dict[str, Any]) -> dict[str, Any]:
+        call_id = str(agent["call_id"])
+        call: dict[str, Any] = {"call_id": call_id, "state": agent.get("state"), "queue": agent.get("queue")}
+        history = await self.gateway.context.events.events_for_call(self.tenant, call_id)
+        offers = [
+            event for event in history if isinstance(event, CallOffered) and event.agent_id == self.agent_id
+        ]
+        if offers:
+            offer = offers[-1]
+            pop = await self.hub.router.screen_pop(offer, {"seq": offer.seq, "at": _iso(offer.occurred_at)})
+            call.update({key: value for key, value in pop.items() if key not in ("type", "seq", "at")})
+            call["offered_at"] = pop["at"]
+            call["queue"] = call["queue"] or pop["queue"]
+        answered = [
+            event for event in history if isinstance(event, CallAnswered) and event.agent_id == self.agent_id
+        ]
+        if answered:
+            call["answered_at"] = _iso(answered[-1].occurred_at)
+        return call
 
     async def _replay(self, after_seq: int) -> None:
         calls_seen = CallAgents(fallback=self.hub.calls)
