@@ -108,6 +108,7 @@ class FakeDialer:
         self.unusable: dict[str, str] = {}
         self.held: list[str] = []
         self.concurrent: dict[str, int] = {}
+        self.connect_gate: asyncio.Event | None = None
         self.double_offers: list[tuple[str, str]] = []  # (agent, call) rung while already ringing
 
     def device_problem(self, tenant: str, device: Device) -> str | None:
@@ -152,6 +153,8 @@ class FakeDialer:
         self.rings[agent_id].future.set_result(RingResult(failure=reason))  # type: ignore[arg-type]
 
     async def connect(self, call: Any, leg: Any) -> None:
+        if self.connect_gate is not None:
+            await self.connect_gate.wait()  # a slow bridge: lets a test act while it is being made
         if call.hung_up:
             raise CallGone(call.call_id)
         call.bridged = leg

@@ -3,6 +3,7 @@ overflow, priorities, agent and supervisor operations, events and the wallboard 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -673,3 +674,23 @@ async def test_conditional_overflow_on_live_figures(tmp_path: Any) -> None:
         second_task.cancel()
     finally:
         await env.close()
+
+
+async def test_a_call_that_leaves_while_being_bridged_keeps_one_outcome(env: Env) -> None:
+    await env.ready("a1")
+    env.dialer.connect_gate = asyncio.Event()
+    call, task = env.call()
+    await env.settle()
+    env.dialer.answer("a1")
+    await env.settle()  # the bridge is being made...
+    task.cancel()  # ...when the IVR's watchdog gives up on the queue
+    await env.settle()
+    env.dialer.connect_gate.set()
+    await env.settle()
+    assert env.state("a1") == "on_call"  # the agent has the caller all the same
+    dequeued = [e for e in await env.logged("call.dequeued") if isinstance(e, CallDequeued)]
+    assert [e.outcome for e in dequeued] == ["abandoned"]  # one outcome, not two
+    assert not [e for e in await env.logged("call.answered")]
+    call.caller_hangs_up()
+    await env.advance(5)
+    assert env.state("a1") == "ready"

@@ -748,7 +748,14 @@ class AcdService:
         now = self.clock()
         waiting = live.waiting
         call = live.call
-        t.router.finish_call(waiting, "answered")
+        if not t.router.finish_call(waiting, "answered"):
+            # the call left the queue while the leg was being bridged (its one outcome is logged): the
+            # agent is on it all the same until it ends
+            self._change(t, agent, "on_call", now, call_id=waiting.call_id)
+            session = _Session(call, leg, agent.agent_id, queue, now)
+            t.sessions[agent.agent_id] = session
+            session.task = self._spawn(self._attend(t, session))
+            return
         waiting.answered_queue = queue
         waiting.agent_id = agent.agent_id
         t.live.pop(waiting.call_id, None)
