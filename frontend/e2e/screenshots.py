@@ -42,19 +42,36 @@ def iso(seconds_ago: float = 0.0) -> str:
 
 USERS = {
     "8001": {"username": "8001", "display_name": "演示坐席 8001", "roles": ["agent"], "agent_id": "8001"},
-    "lead": {"username": "lead", "display_name": "王班长", "roles": ["supervisor", "team_leader"], "agent_id": None},
+    "lead": {
+        "username": "lead",
+        "display_name": "王班长",
+        "roles": ["supervisor", "team_leader"],
+        "agent_id": None,
+    },
     "admin": {"username": "admin", "display_name": "管理员", "roles": ["tenant_admin"], "agent_id": None},
 }
 PASSWORD = "Demo2024pass"
 
 CONFIG: dict[str, list[dict[str, Any]]] = {
     "queues": [
-        {"name": "sales", "display_name": "销售", "strategy": "longest_idle", "acw_mode": "timed", "wrap_up_seconds": 15},
+        {
+            "name": "sales",
+            "display_name": "销售",
+            "strategy": "longest_idle",
+            "acw_mode": "timed",
+            "wrap_up_seconds": 15,
+        },
         {"name": "support", "display_name": "技术支持", "strategy": "round_robin", "acw_mode": "mandatory"},
     ],
     "agents": [
-        {"id": str(8001 + i), "name": f"演示坐席 Agent {8001 + i}", "queues": ["sales" if i < 5 else "support"],
-         "skills": {"sales" if i < 5 else "support": 5}, "extension": str(1001 + i), "enabled": True}
+        {
+            "id": str(8001 + i),
+            "name": f"演示坐席 Agent {8001 + i}",
+            "queues": ["sales" if i < 5 else "support"],
+            "skills": {"sales" if i < 5 else "support": 5},
+            "extension": str(1001 + i),
+            "enabled": True,
+        }
         for i in range(10)
     ],
     "extensions": [
@@ -75,36 +92,79 @@ CONFIG: dict[str, list[dict[str, Any]]] = {
         {"code": "follow_up", "name": "需回访", "name_en": "Follow-up", "kind": "disposition"},
     ],
     "calendars": [
-        {"id": "office", "name": "办公时间 Office hours", "timezone": "Asia/Shanghai",
-         "weekly": {str(d): [{"start": "09:00", "end": "18:00"}] for d in range(1, 6)},
-         "holidays": [{"name": "国庆节", "start": "2024-10-01", "end": "2024-10-07"}],
-         "special_workdays": [{"name": "国庆调休", "date": "2024-10-12", "as_weekday": 1}]},
+        {
+            "id": "office",
+            "name": "办公时间 Office hours",
+            "timezone": "Asia/Shanghai",
+            "weekly": {str(d): [{"start": "09:00", "end": "18:00"}] for d in range(1, 6)},
+            "holidays": [{"name": "国庆节", "start": "2024-10-01", "end": "2024-10-07"}],
+            "special_workdays": [{"name": "国庆调休", "date": "2024-10-12", "as_weekday": 1}],
+        },
     ],
     "skills": [{"id": "sales", "name": "销售"}, {"id": "support", "name": "技术支持"}],
 }
 
 
 def wallboard_snapshot() -> dict[str, Any]:
-    states = ["on_call", "on_call", "ready", "ringing", "wrap_up", "not_ready", "on_hold", "ready", "logged_out", "on_call"]
+    states = [
+        "on_call",
+        "on_call",
+        "ready",
+        "ringing",
+        "wrap_up",
+        "not_ready",
+        "on_hold",
+        "ready",
+        "logged_out",
+        "on_call",
+    ]
     agents = []
     for i, state in enumerate(states):
         busy = state in ("on_call", "ringing", "on_hold")
-        agents.append({
-            "agent_id": str(8001 + i), "name": f"坐席 {8001 + i}", "state": state,
-            "reason": "lunch" if state == "not_ready" else None, "since": iso(17 + i * 41),
-            "call_id": f"c{i}" if busy else None, "queue": ("sales" if i < 5 else "support") if busy else None,
-            "ani_masked": f"13{i}****{5678 + i}" if busy else None,
-            "device": "browser" if state != "logged_out" else None,
-        })
+        agents.append(
+            {
+                "agent_id": str(8001 + i),
+                "name": f"坐席 {8001 + i}",
+                "state": state,
+                "reason": "lunch" if state == "not_ready" else None,
+                "since": iso(17 + i * 41),
+                "call_id": f"c{i}" if busy else None,
+                "queue": ("sales" if i < 5 else "support") if busy else None,
+                "ani_masked": f"13{i}****{5678 + i}" if busy else None,
+                "device": "browser" if state != "logged_out" else None,
+            }
+        )
     return {
         "agents": agents,
         "queues": [
-            {"queue": "sales", "name": "销售", "waiting": 3, "longest_wait_seconds": 74.0, "agents_ready": 1,
-             "agents_not_ready": 0, "agents_on_call": 3, "offered_today": 126, "answered_today": 114,
-             "abandoned_today": 7, "service_level_today": 0.83, "abandon_rate_today": 0.056},
-            {"queue": "support", "name": "技术支持", "waiting": 0, "longest_wait_seconds": 0.0, "agents_ready": 1,
-             "agents_not_ready": 1, "agents_on_call": 2, "offered_today": 58, "answered_today": 55,
-             "abandoned_today": 1, "service_level_today": 0.55, "abandon_rate_today": 0.017},
+            {
+                "queue": "sales",
+                "name": "销售",
+                "waiting": 3,
+                "longest_wait_seconds": 74.0,
+                "agents_ready": 1,
+                "agents_not_ready": 0,
+                "agents_on_call": 3,
+                "offered_today": 126,
+                "answered_today": 114,
+                "abandoned_today": 7,
+                "service_level_today": 0.83,
+                "abandon_rate_today": 0.056,
+            },
+            {
+                "queue": "support",
+                "name": "技术支持",
+                "waiting": 0,
+                "longest_wait_seconds": 0.0,
+                "agents_ready": 1,
+                "agents_not_ready": 1,
+                "agents_on_call": 2,
+                "offered_today": 58,
+                "answered_today": 55,
+                "abandoned_today": 1,
+                "service_level_today": 0.55,
+                "abandon_rate_today": 0.017,
+            },
         ],
         "trunks": [{"name": "carrier", "channels_in_use": 7, "channel_limit": 30}],
     }
@@ -130,14 +190,20 @@ class MockServer:
         body = json.loads(request.post_data) if request.post_data else None
 
         def reply(status: int, payload: Any) -> None:
-            route.fulfill(status=status, content_type="application/json", body=json.dumps(payload, ensure_ascii=False))
+            route.fulfill(
+                status=status, content_type="application/json", body=json.dumps(payload, ensure_ascii=False)
+            )
 
         def error(status: int, code: str, message: str, fields: dict[str, Any] | None = None) -> None:
             reply(status, {"error": {"code": code, "message": message, "fields": fields or {}}})
 
         if path == "/session":
             if method == "GET":
-                return reply(200, self.session()) if self.user else error(401, "unauthenticated", "Not signed in")
+                return (
+                    reply(200, self.session())
+                    if self.user
+                    else error(401, "unauthenticated", "Not signed in")
+                )
             if method == "DELETE":
                 self.user = None
                 return reply(200, {})
@@ -151,29 +217,72 @@ class MockServer:
         if path == "/live":
             return reply(200, wallboard_snapshot())
         if path == "/cdrs":
-            rows = [{"call_id": f"x{i}", "agent_id": "8001", "talk_seconds": 95 + 20 * i, "wrapup_seconds": 12 + i}
-                    for i in range(14)]
+            rows = [
+                {
+                    "call_id": f"x{i}",
+                    "agent_id": "8001",
+                    "talk_seconds": 95 + 20 * i,
+                    "wrapup_seconds": 12 + i,
+                }
+                for i in range(14)
+            ]
             return reply(200, {"items": rows, "total": len(rows)})
         if path == "/flows":
-            return reply(200, {"items": [{"id": "main", "name": DEMO_FLOW["name"], "version": 3},
-                                         {"id": "survey", "name": "满意度调查 Survey", "version": 1}], "total": 2})
+            return reply(
+                200,
+                {
+                    "items": [
+                        {"id": "main", "name": DEMO_FLOW["name"], "version": 3},
+                        {"id": "survey", "name": "满意度调查 Survey", "version": 1},
+                    ],
+                    "total": 2,
+                },
+            )
         if path.startswith("/flows/"):
             parts = path.split("/")
             flow_id = parts[2]
             if len(parts) == 3:
-                flow = {**DEMO_FLOW, "version": 3} if flow_id == "main" else {
-                    "id": flow_id, "name": "满意度调查 Survey", "version": 1, "entry": "ask",
-                    "nodes": [{"id": "ask", "type": "collect", "store_as": "score", "max_digits": 1,
-                               "prompts": [{"kind": "tts", "text": {"zh": "请为本次服务打分", "en": "Please rate"}}],
-                               "exits": {"next": "bye"}}, {"id": "bye", "type": "hangup"}]}
-                return reply(200, {"id": flow_id, "published": flow, "draft": None, "version": flow["version"]})
+                flow = (
+                    {**DEMO_FLOW, "version": 3}
+                    if flow_id == "main"
+                    else {
+                        "id": flow_id,
+                        "name": "满意度调查 Survey",
+                        "version": 1,
+                        "entry": "ask",
+                        "nodes": [
+                            {
+                                "id": "ask",
+                                "type": "collect",
+                                "store_as": "score",
+                                "max_digits": 1,
+                                "prompts": [
+                                    {"kind": "tts", "text": {"zh": "请为本次服务打分", "en": "Please rate"}}
+                                ],
+                                "exits": {"next": "bye"},
+                            },
+                            {"id": "bye", "type": "hangup"},
+                        ],
+                    }
+                )
+                return reply(
+                    200, {"id": flow_id, "published": flow, "draft": None, "version": flow["version"]}
+                )
             if parts[3] == "draft":
                 self.draft_saves += 1
                 if self.draft_saves == 1:
-                    return error(422, "invalid_flow", "The flow has problems", {
-                        "menu": ["options.1: no node named 'salez'", "timeout_too_short: the node timeout is shorter than its prompts"],
-                        "support": "queue 'supportt' does not exist",
-                    })
+                    return error(
+                        422,
+                        "invalid_flow",
+                        "The flow has problems",
+                        {
+                            "menu": [
+                                "options.1: no node named 'salez'",
+                                "timeout_too_short: the node timeout is shorter than its prompts",
+                            ],
+                            "support": "queue 'supportt' does not exist",
+                        },
+                    )
                 return reply(200, {"ok": True})
             if parts[3] == "publish":
                 return reply(200, {"id": flow_id, "version": 4})
@@ -199,8 +308,14 @@ class MockServer:
 
     def state(self, state: str, **fields: Any) -> None:
         self.agent_state = state
-        self.event("agent.state", agent_id="8001", state=state, reason=fields.pop("reason", None),
-                   since=iso(), call_id=fields.pop("call_id", None))
+        self.event(
+            "agent.state",
+            agent_id="8001",
+            state=state,
+            reason=fields.pop("reason", None),
+            since=iso(),
+            call_id=fields.pop("call_id", None),
+        )
 
     def on_command(self, command: dict[str, Any]) -> None:
         op = command["op"]
@@ -247,7 +362,8 @@ class MockServer:
                 await pc.setLocalDescription(await pc.createAnswer())
                 await new Promise((resolve) => {
                     if (pc.iceGatheringState === 'complete') return resolve()
-                    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && resolve())
+                    const done = () => pc.iceGatheringState === 'complete' && resolve()
+                    pc.addEventListener('icegatheringstatechange', done)
                     setTimeout(resolve, 3000)
                 })
                 return pc.localDescription.sdp
@@ -280,11 +396,18 @@ def main() -> int:
 
         def new_page(locale: str = "zh-CN", size: tuple[int, int] = (1440, 900)) -> Page:
             server.user = None  # a new browser: nobody is signed in
-            context = browser.new_context(viewport={"width": size[0], "height": size[1]}, locale=locale,
-                                          permissions=["microphone"])
+            context = browser.new_context(
+                viewport={"width": size[0], "height": size[1]}, locale=locale, permissions=["microphone"]
+            )
             page = context.new_page()
-            page.on("console", lambda msg: msg.type == "error" and not expected_http_error(msg.text)
-                    and problems.append(f"console: {msg.text}"))
+            page.on(
+                "console",
+                lambda msg: (
+                    msg.type == "error"
+                    and not expected_http_error(msg.text)
+                    and problems.append(f"console: {msg.text}")
+                ),
+            )
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.route("**/api/v1/**", server.route)
             page.route_web_socket("**/api/v1/cti", server.websocket)
@@ -321,17 +444,33 @@ def main() -> int:
         shot(page, "03-agent-logged-out")
         page.get_by_test_id("btn-sign-in").click()
         page.get_by_test_id("btn-ready").wait_for()
-        page.wait_for_function("() => document.querySelector('[data-testid=media-status]')?.dataset.media === 'connected'",
-                               timeout=15_000)
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=media-status]')?.dataset.media === 'connected'",
+            timeout=15_000,
+        )
         page.get_by_test_id("btn-ready").click()
-        page.wait_for_function("() => document.querySelector('[data-testid=agent-state]').dataset.state === 'ready'")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=agent-state]').dataset.state === 'ready'"
+        )
         server.event("queue.counts", counts={"sales": 2, "vip": 0})
         server.event("message", **{"from": "王班长", "text": "销售队列排队较多，请尽快示闲接听。"})
         shot(page, "04-agent-ready")
-        server.event("call.offered", call_id="c1", ani=None, ani_masked="138****5678", dnis="4001",
-                     region="广东 深圳", queue="sales", waited_seconds=23.4,
-                     data={"language": "zh", "menu": "1", "ivr_path": ["welcome", "hours", "menu", "sales"],
-                           "customer": {"tier": "gold", "account": "A-1029"}})
+        server.event(
+            "call.offered",
+            call_id="c1",
+            ani=None,
+            ani_masked="138****5678",
+            dnis="4001",
+            region="广东 深圳",
+            queue="sales",
+            waited_seconds=23.4,
+            data={
+                "language": "zh",
+                "menu": "1",
+                "ivr_path": ["welcome", "hours", "menu", "sales"],
+                "customer": {"tier": "gold", "account": "A-1029"},
+            },
+        )
         server.state("ringing", call_id="c1")
         page.get_by_test_id("ringing-indicator").wait_for()
         shot(page, "05-agent-ringing")
@@ -352,7 +491,9 @@ def main() -> int:
         page.get_by_test_id("wrapup-notes").fill("客户咨询套餐价格，已发送报价。")
         shot(page, "07-agent-wrap-up")
         page.get_by_test_id("btn-end-wrapup").click()
-        page.wait_for_function("() => document.querySelector('[data-testid=agent-state]').dataset.state === 'ready'")
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=agent-state]').dataset.state === 'ready'"
+        )
         page.get_by_test_id("lang-switch").click()
         shot(page, "08-agent-ready-english")
         page.get_by_test_id("lang-switch").click()
@@ -381,7 +522,11 @@ def main() -> int:
         page.get_by_test_id("flow-save").click()
         page.locator("[data-testid=flow-node-menu][data-invalid=true]").wait_for()
         shot(page, "12-admin-flow-problems")
-        for tab, name in (("queues", "13-admin-queues"), ("agents", "14-admin-agents"), ("numbers", "15-admin-numbers")):
+        for tab, name in (
+            ("queues", "13-admin-queues"),
+            ("agents", "14-admin-agents"),
+            ("numbers", "15-admin-numbers"),
+        ):
             page.goto(f"{args.base}/admin?tab={tab}")
             page.get_by_test_id(f"resource-{tab}").wait_for()
             page.wait_for_timeout(300)

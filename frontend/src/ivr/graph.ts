@@ -163,7 +163,7 @@ export const TARGET_HANDLE = 'in'
 
 export const NODE_WIDTH = 220
 const COLUMN_GAP = 280
-const ROW_GAP = 36
+const ROW_GAP = 48
 
 /** Roughly how tall a node's box is drawn (header, id, summary, one row per exit), so that a column's
  * boxes do not overlap. */
@@ -374,15 +374,21 @@ export function editableFlow(body: unknown): { flow: FlowDoc | null; publishedVe
   const record = body as Record<string, unknown>
   const isFlow = (value: unknown): value is FlowDoc =>
     !!value && typeof value === 'object' && Array.isArray((value as FlowDoc).nodes)
+  // The API's GET /flows/{id} gives each as `{version, document}` (the stored version and its flow).
+  const unwrap = (value: unknown): FlowDoc | null =>
+    isFlow(value) ? value : value && typeof value === 'object' && isFlow((value as { document?: unknown }).document) ? (value as { document: FlowDoc }).document : null
   if ('draft' in record || 'published' in record) {
-    const draft = isFlow(record.draft) ? record.draft : null
-    const published = isFlow(record.published) ? record.published : null
+    const draft = unwrap(record.draft)
+    const published = unwrap(record.published)
+    const wrapped = record.published as { version?: unknown } | null | undefined
     const version =
       typeof record.version === 'number'
         ? record.version
         : typeof record.published_version === 'number'
           ? record.published_version
-          : (published?.version ?? null)
+          : typeof wrapped?.version === 'number'
+            ? wrapped.version
+            : (published?.version ?? null)
     return { flow: draft ?? published, publishedVersion: version, hasDraft: draft !== null }
   }
   if (isFlow(record)) return { flow: record, publishedVersion: typeof record.version === 'number' ? record.version : null, hasDraft: false }

@@ -35,6 +35,7 @@ export interface AgentMessage {
 const DEVICE_KEY = 'hotline.agent.device'
 const PHONE_EVENT_TYPES = new Set(['agent.state', 'call.offered', 'call.answered', 'call.held', 'call.resumed', 'call.ended'])
 const MAX_MESSAGES = 100
+const MAX_MEDIA_RETRIES = 3
 
 /** `{queue: waiting}` from a `queue.counts` event, whether the counts are nested or at the top level. */
 export function parseQueueCounts(event: Record<string, unknown>): Record<string, number> {
@@ -106,6 +107,21 @@ export const useAgentStore = defineStore('agent', () => {
     () => phone.value.call?.phase === 'ringing',
     (ringing) => (ringing ? ringer.start() : ringer.stop()),
   )
+
+  // A voice channel that fails mid-session (network change, server restart) is set up again by itself,
+  // a few times, a little later each time; then the agent has the button (FM-16: never silently dead).
+  let mediaRetries = 0
+  let mediaRetryTimer: ReturnType<typeof setTimeout> | null = null
+  watch(mediaState, (state) => {
+    if (state === 'connected') mediaRetries = 0
+    if (state !== 'failed' || mediaRetryTimer !== null || mediaRetries >= MAX_MEDIA_RETRIES) return
+    if (!loggedIn.value || activeDevice.value !== 'browser' || mediaError.value?.code === 'microphone_denied') return
+    mediaRetries += 1
+    mediaRetryTimer = setTimeout(() => {
+      mediaRetryTimer = null
+      if (loggedIn.value && activeDevice.value === 'browser' && ctiStatus.value === 'open') void startMedia().catch(() => undefined)
+    }, 2000 * mediaRetries)
+  }, { flush: 'sync' }) // every transition counts, also two within one tick
 
   function apply(event: CtiEvent): void {
     const now = serverClock.now()
