@@ -34,7 +34,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         print(
-            f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>7} {'fail %':>7} {'CPU ms/call':>12} {'RSS MB':>7}"
+            f"{'rate':>6} {'calls':>7} {'ok':>7} {'failed':>7} {'fail %':>7} "
+            f"{'CPU ms/call':>12} {'RSS MB':>7}"
         )
         for rate in [int(r) for r in args.rates.split(",")]:
             data_dir = workdir / f"data-{rate}"
