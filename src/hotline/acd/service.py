@@ -22,9 +22,14 @@ sentence when it is refused: ``unknown_tenant``, ``unknown_agent``, ``not_logged
   them available), ``ready``, ``not_ready(reason)``, ``logout``, ``end_wrapup(disposition, notes)``,
   ``extend_wrapup(seconds)``, ``hangup(call_id)``, ``hold(call_id)``, ``resume(call_id)``; during a call,
   ``not_ready`` and ``logout`` take effect when the call and its wrap-up end.
-- Supervisors: ``force_state(tenant, agent_id, state, by)`` (SUP-05, the change event names ``by``).
+- Supervisors: ``force_state(tenant, agent_id, state, by)`` (SUP-05, the change event names ``by``),
+  ``reserve_call(tenant, call_id, agent_id, seconds, by)`` and ``set_priority(tenant, call_id, priority,
+  by)`` (ACD-16).
 - Views: ``agent_state(tenant, agent_id)`` (the ``agent.state`` CTI event), ``snapshot(tenant)`` (the
-  wallboard, docs/cti.md), ``queue_counts(tenant)`` (ACD-12).
+  wallboard, docs/cti.md), ``queue_counts(tenant)`` (ACD-12), ``waiting_calls(tenant, queue=None)``.
+- Call data the ACD reads: ``vip_level`` (0-9, raises priority by the queue's ``vip_boost`` per level),
+  ``blacklisted`` (served last, ACD-20), ``preferred_agent`` (sticky, for the queue's ``sticky_seconds`` or
+  20 s), ``dedicated_agent`` (only that agent while they are logged in).
 
 Every agent state change is an ``agent.state_changed`` event; each offer a ``call.offered`` event with the
 screen pop (ANI, DNIS, region, queue, wait, call data). Events go to the tenant's log in the order they
