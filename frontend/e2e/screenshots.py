@@ -519,6 +519,21 @@ def main() -> int:
         page.wait_for_timeout(600)
         page.get_by_test_id("flow-node-menu").click()
         shot(page, "11-admin-flow-editor")
+        # Connect an exit by dragging from its handle onto another node's box.
+        handle = page.get_by_test_id("exit-welcome-exits.default").bounding_box()
+        target = page.get_by_test_id("flow-node-closed").bounding_box()
+        assert handle and target
+        page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2, steps=12)
+        page.mouse.up()
+        page.get_by_test_id("flow-text").click()
+        text = page.get_by_test_id("flow-text-input").input_value()
+        welcome = next(node for node in json.loads(text)["nodes"] if node["id"] == "welcome")
+        if welcome.get("exits", {}).get("default") != "closed":
+            problems.append(f"dragging welcome's default exit onto closed gave {welcome.get('exits')}")
+        page.keyboard.press("Escape")
+        page.get_by_test_id("flow-dirty").wait_for()
         page.get_by_test_id("flow-save").click()
         page.locator("[data-testid=flow-node-menu][data-invalid=true]").wait_for()
         shot(page, "12-admin-flow-problems")

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { bodyForSave, joinTarget, rangesToText, resource, RESOURCES, skillsToText, splitTarget, textToRanges, textToSkills } from '@/admin/resources'
 import type { SessionInfo } from '@/api/types'
-import { homeFor, pagesFor } from '@/stores/session'
+import { homeFor, pagesFor, permissionsOf } from '@/stores/session'
 import en from '@/i18n/en'
 import zhCN from '@/i18n/zh-CN'
 
@@ -46,6 +46,10 @@ describe('admin form conversions', () => {
     expect(bodyForSave(agents, { id: '8001', password: '', password_hash: '$argon2id$x', extension: '' })).toEqual({ id: '8001', password_hash: '$argon2id$x' })
     expect(bodyForSave(agents, { id: '8001', password: 'abc12345x', password_hash: '$argon2id$x' })).toEqual({ id: '8001', password: 'abc12345x' })
     expect(bodyForSave(resource('queues'), { name: 'sales', max_length: null })).toEqual({ name: 'sales' })
+    expect(bodyForSave(resource('extensions'), { number: '1001', password: 'abc12345x', outbound_trunk: '' })).toEqual({ number: '1001', password: 'abc12345x' })
+    // A user as GET gives it goes back without the timestamps the server keeps for itself.
+    const user = { username: 'lead', roles: ['supervisor'], permissions: [], enabled: true, password: '', created_at: 'x', updated_at: 'y', password_changed_at: 'z' }
+    expect(bodyForSave(resource('users'), user)).toEqual({ username: 'lead', roles: ['supervisor'], permissions: [], enabled: true })
   })
 
   it('names every resource by a field its form has', () => {
@@ -60,13 +64,21 @@ describe('roles and pages (one build for every role, FM-13)', () => {
   it('opens the pages a role needs, and lands each user where they work', () => {
     expect(pagesFor(info(['agent'], '8001'))).toEqual(['agent'])
     expect(homeFor(info(['agent'], '8001'))).toBe('/agent')
-    expect(pagesFor(info(['team_leader']))).toEqual(['supervisor'])
-    expect(pagesFor(info(['supervisor']))).toEqual(['supervisor', 'admin'])
-    expect(homeFor(info(['supervisor']))).toBe('/supervisor')
+    expect(pagesFor(info(['team_leader']))).toEqual(['supervisor', 'admin'])
+    expect(homeFor(info(['team_leader']))).toBe('/supervisor')
     expect(homeFor(info(['tenant_admin']))).toBe('/admin')
+    expect(pagesFor(info(['qa']))).toEqual(['admin'])
     expect(pagesFor(info(['supervisor'], '8009'))).toEqual(['agent', 'supervisor', 'admin'])
     expect(homeFor(null)).toBe('/login')
     expect(pagesFor(info([]))).toEqual([])
+  })
+
+  it("follows the permissions the server lists over the roles' defaults", () => {
+    const agentWithWallboard = info(['agent'], '8001')
+    agentWithWallboard.user.permissions = ['cti.agent', 'cdrs.read', 'live.read', 'numbers.full']
+    expect(pagesFor(agentWithWallboard)).toEqual(['agent', 'supervisor'])
+    expect(permissionsOf(agentWithWallboard).has('numbers.full')).toBe(true)
+    expect(permissionsOf(info(['agent'], '8001')).has('numbers.full')).toBe(false)
   })
 })
 

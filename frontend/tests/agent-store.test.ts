@@ -220,6 +220,36 @@ describe('the agent desktop store', () => {
     }
   })
 
+  it("takes mute as done when the server has no mute of its own (the microphone's is enough)", async () => {
+    const agent = useAgentStore()
+    agent.connect('8001')
+    const socket = FakeSocket.last()
+    const ops = autoServer(socket)
+    socket.accept()
+    await agent.signIn()
+    const now = new Date().toISOString()
+    socket.receive({ type: 'call.offered', seq: 1, at: now, call_id: 'c1' })
+    socket.receive({ type: 'call.answered', seq: 2, at: now, call_id: 'c1' })
+    socket.send = ((original) => (data: string) => {
+      original(data)
+      const message = JSON.parse(data)
+      queueMicrotask(() => socket.receive({ reply_to: message.id, ok: false, error: { code: 'not_supported', message: 'call.mute is not supported by this server yet' } }))
+    })(socket.send.bind(socket))
+    await expect(agent.toggleMute()).resolves.toBeUndefined()
+    expect(agent.phone.call?.muted).toBe(true)
+    expect(ops.some((op) => op.op === 'call.mute')).toBe(true)
+  })
+
+  it("shows today's figures from the ACD after hello", async () => {
+    const agent = useAgentStore()
+    agent.connect('8001')
+    const socket = FakeSocket.last()
+    autoServer(socket)
+    socket.accept({ agent: { agent_id: '8001', state: 'not_ready', figures: { offers: 9, offers_answered: 8, calls_handled: 8, talk_seconds: 960, wrap_up_seconds: 80, average_talk_seconds: 120, average_wrap_up_seconds: 10 } }, calls: [] })
+    await flush()
+    expect(agent.today).toEqual({ answered: 8, talkSeconds: 960, wrapUpSeconds: 80, averageTalkSeconds: 120, averageWrapUpSeconds: 10 })
+  })
+
   it('reads queue counts nested or flat, and builds device addresses', () => {
     expect(parseQueueCounts({ type: 'queue.counts', seq: 4, counts: { sales: 2 } })).toEqual({ sales: 2 })
     expect(parseQueueCounts({ type: 'queue.counts', seq: 4, at: 'x', sales: 2, support: 0 })).toEqual({ sales: 2, support: 0 })

@@ -47,14 +47,51 @@ describe('CtiClient', () => {
     const socket = FakeSocket.last()
     socket.accept()
     socket.receive({ type: 'call.offered', seq: 7, call_id: 'c1' })
-    socket.receive({ type: 'agent.state', seq: 8, state: 'ringing' })
-    socket.receive({ type: 'call.offered', seq: 7, call_id: 'c1' }) // duplicate
-    socket.receive({ type: 'agent.state', seq: 5, state: 'ready' }) // older
+    socket.receive({ type: 'agent.state', seq: 8, agent_id: '8001', state: 'ringing' })
+    socket.receive({ type: 'call.offered', seq: 7, call_id: 'c1' }) // a repeat
+    socket.receive({ type: 'agent.state', seq: 8, agent_id: '8001', state: 'ringing' }) // a repeat
     socket.receive('not json')
     socket.receive({ no_type: true })
     expect(offered.map((event) => event.seq)).toEqual([7])
     expect(all.map((event) => event.seq)).toEqual([7, 8])
     expect(cti.lastSeq).toBe(8)
+  })
+
+  it("delivers frames the server makes without a log entry, which carry the head's number", () => {
+    const cti = client()
+    const all: string[] = []
+    cti.on('*', (event) => all.push(`${event.seq}:${event.type}`))
+    cti.connect()
+    const socket = FakeSocket.last()
+    socket.accept()
+    socket.receive({ type: 'call.offered', seq: 20, call_id: 'c1' })
+    // The offer is withdrawn (browser phones' notice): same number as the last event, other type.
+    socket.receive({ type: 'call.ended', seq: 20, call_id: 'c1', cause: 'withdrawn' })
+    // Snapshots come every second with the head's number, and every one counts.
+    socket.receive({ type: 'queue.counts', seq: 20, counts: { sales: 1 } })
+    socket.receive({ type: 'queue.counts', seq: 20, counts: { sales: 2 } })
+    socket.receive({ type: 'wallboard', seq: 20, agents: [], queues: [] })
+    socket.receive({ type: 'wallboard', seq: 20, agents: [], queues: [] })
+    expect(all).toEqual(['20:call.offered', '20:call.ended', '20:queue.counts', '20:queue.counts', '20:wallboard', '20:wallboard'])
+    expect(cti.lastSeq).toBe(20)
+  })
+
+  it("resumes from the log's head given in hello even when no event came before the link dropped", () => {
+    const cti = client()
+    cti.connect()
+    FakeSocket.last().accept({ last_seq: 311 })
+    expect(cti.lastSeq).toBe(311)
+    FakeSocket.last().drop()
+    vi.advanceTimersByTime(1000)
+    const second = FakeSocket.last()
+    second.open()
+    expect(second.lastSent('hello').last_seq).toBe(311)
+    // The server's log started anew (a new database): its head is below ours, so we follow it.
+    second.reply(second.lastSent('hello'), { last_seq: 4 })
+    const seen: number[] = []
+    cti.on('*', (event) => seen.push(event.seq!))
+    second.receive({ type: 'agent.state', seq: 5, agent_id: '8001', state: 'ready' })
+    expect(seen).toEqual([5])
   })
 
   it('reconnects after a lost connection and resumes from the last sequence number', () => {
@@ -67,7 +104,7 @@ describe('CtiClient', () => {
     const first = FakeSocket.last()
     first.accept()
     first.receive({ type: 'agent.state', seq: 41, state: 'ready' })
-    first.receive({ type: 'queue.counts', seq: 42, counts: { sales: 1 } })
+    first.receive({ type: 'message', seq: 42, from: '班长', text: '注意' })
     first.drop()
     expect(cti.status).toBe('reconnecting')
     expect(FakeSocket.all).toHaveLength(1)
@@ -80,7 +117,7 @@ describe('CtiClient', () => {
     expect(second.lastSent('hello').last_seq).toBe(42)
     second.reply(second.lastSent('hello'))
     // The server replays from 42 on; what was seen already is not applied twice.
-    second.receive({ type: 'queue.counts', seq: 42, counts: { sales: 1 } })
+    second.receive({ type: 'message', seq: 42, from: '班长', text: '注意' })
     second.receive({ type: 'call.offered', seq: 43, call_id: 'c9' })
     expect(seen).toEqual([41, 42, 43])
     expect(hellos).toHaveLength(2)

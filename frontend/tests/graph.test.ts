@@ -179,6 +179,7 @@ describe('validation problems from the server', () => {
         'nodes[closed]': 'unreachable',
         entry: 'no node "start"',
         _: 'flow has a loop without exit',
+        '@flow': 'entry: no node "begin"',
       },
       demoFlow.nodes.map((node) => node.id),
     )
@@ -188,11 +189,23 @@ describe('validation problems from the server', () => {
       goodbye: ['prompts.0.text: empty prompt'],
       closed: ['unreachable'],
     })
-    expect(problems.general).toEqual(['entry: no node "start"', 'flow has a loop without exit'])
+    expect(problems.general).toEqual(['entry: no node "start"', 'flow has a loop without exit', 'entry: no node "begin"'])
   })
 })
 
 describe('the editable flow of GET /flows/{id}', () => {
+  it("reads the server's {version, document} versions", () => {
+    const body = {
+      id: 'main',
+      name: 'Demo',
+      published: { version: 3, document: demoFlow },
+      draft: { version: 4, document: { ...demoFlow, name: 'draft' } },
+      versions: [{ version: 3, status: 'published' }, { version: 4, status: 'draft' }],
+    }
+    expect(editableFlow(body)).toEqual({ flow: { ...demoFlow, name: 'draft', version: 4 }, publishedVersion: 3, hasDraft: true })
+    expect(editableFlow({ ...body, draft: null })).toEqual({ flow: { ...demoFlow, version: 3 }, publishedVersion: 3, hasDraft: false })
+  })
+
   it('prefers the draft, and knows the published version', () => {
     const draft = { ...demoFlow, name: 'draft' }
     expect(editableFlow({ id: 'main', draft, published: { ...demoFlow, version: 3 } })).toEqual({ flow: draft, publishedVersion: 3, hasDraft: true })

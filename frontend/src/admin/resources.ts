@@ -31,6 +31,8 @@ export interface FieldDef {
   createOnly?: boolean
   /** Passwords: never shown; left empty on edit means "keep". */
   writeOnly?: boolean
+  /** Required when creating only (a user's first password). */
+  requiredOnCreate?: boolean
   min?: number
   max?: number
   step?: number
@@ -42,9 +44,25 @@ export interface ResourceDef {
   columns: string[]
   fields: FieldDef[]
   defaults: () => Record<string, unknown>
+  /** Fields the server reports but does not take back (timestamps). */
+  readOnlyKeys?: string[]
 }
 
 export const ROLES = ['platform_admin', 'tenant_admin', 'supervisor', 'team_leader', 'qa', 'agent']
+export const PERMISSIONS = [
+  'config.read',
+  'config.write',
+  'users.manage',
+  'audit.read',
+  'live.read',
+  'agents.control',
+  'monitor',
+  'cdrs.read',
+  'numbers.full',
+  'recordings.listen',
+  'export',
+  'cti.agent',
+]
 export const STRATEGIES = ['longest_idle', 'round_robin', 'linear', 'ring_all', 'random', 'fewest_calls', 'least_talk', 'best_skill']
 export const TARGET_KINDS = ['flow', 'queue', 'extension', 'forward', 'echo', 'readback'] as const
 export const TARGETS_WITH_REF = ['flow', 'queue', 'extension', 'forward']
@@ -114,16 +132,20 @@ export const RESOURCES: ResourceDef[] = [
   {
     kind: 'users',
     key: 'username',
-    columns: ['username', 'display_name', 'roles', 'agent_id', 'enabled'],
+    columns: ['username', 'display_name', 'roles', 'agent_id', 'department', 'enabled'],
     fields: [
       { key: 'username', type: 'text', required: true, createOnly: true },
       { key: 'display_name', type: 'text' },
-      { key: 'password', type: 'password', writeOnly: true },
+      { key: 'password', type: 'password', writeOnly: true, requiredOnCreate: true },
       { key: 'roles', type: 'multiselect', options: ROLES, labelled: true },
+      { key: 'permissions', type: 'multiselect', options: PERMISSIONS, labelled: true },
       { key: 'agent_id', type: 'select', source: 'agents' },
+      { key: 'department', type: 'text' },
+      { key: 'data_scope', type: 'select', options: ['all', 'department', 'self'], labelled: true },
       { key: 'enabled', type: 'switch' },
     ],
-    defaults: () => ({ username: '', display_name: '', roles: ['agent'], enabled: true }),
+    defaults: () => ({ username: '', display_name: '', roles: ['agent'], permissions: [], enabled: true }),
+    readOnlyKeys: ['password_changed_at', 'created_at', 'updated_at'],
   },
   {
     kind: 'reason-codes',
@@ -227,10 +249,14 @@ export function textToRanges(text: string): Array<{ start: string; end: string }
  * new agent password replaces the stored hash (the model takes one or the other). */
 export function bodyForSave(def: ResourceDef, draft: Record<string, unknown>): Record<string, unknown> {
   const body: Record<string, unknown> = { ...draft }
+  for (const key of def.readOnlyKeys ?? []) delete body[key]
   for (const field of def.fields) {
     const value = body[field.key]
     if (field.writeOnly && (value === '' || value == null)) delete body[field.key]
     else if (field.type === 'select' && !field.required && (value === '' || value == null)) delete body[field.key]
+    // An empty optional text is "not set": the model's default ('' or none) applies, and fields with a
+    // pattern (a trunk name, a department) would refuse ''.
+    else if (field.type === 'text' && !field.required && value === '') delete body[field.key]
     else if (field.type === 'number' && (value === '' || value == null)) delete body[field.key]
   }
   if (typeof body.password === 'string' && body.password && 'password_hash' in body) delete body.password_hash

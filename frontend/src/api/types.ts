@@ -2,11 +2,30 @@
 
 export type Role = 'platform_admin' | 'tenant_admin' | 'supervisor' | 'team_leader' | 'qa' | 'agent'
 
+export type Permission =
+  | 'config.read'
+  | 'config.write'
+  | 'users.manage'
+  | 'audit.read'
+  | 'live.read'
+  | 'agents.control'
+  | 'monitor'
+  | 'cdrs.read'
+  | 'numbers.full'
+  | 'recordings.listen'
+  | 'export'
+  | 'cti.agent'
+
 export interface SessionUser {
   username: string
   display_name: string
   roles: Role[]
   agent_id: string | null
+  /** The user's effective permissions (roles' and granted ones). */
+  permissions?: Permission[]
+  data_scope?: 'all' | 'department' | 'self'
+  department?: string | null
+  must_change_password?: boolean
 }
 
 export interface SessionInfo {

@@ -64,6 +64,10 @@ export interface CtiOptions {
 }
 
 const OPEN = 1
+/** Frames that restate the current picture rather than record a change. */
+const SNAPSHOT_TYPES = new Set(['wallboard', 'queue.counts'])
+/** Recent event keys kept to recognise repeats (a replay never reaches further back than this). */
+const SEEN_LIMIT = 2000
 const DEFAULTS = {
   heartbeatMs: 10_000,
   replyTimeoutMs: 5_000,
@@ -107,6 +111,7 @@ export class CtiClient {
   private statusListeners = new Set<Listener<CtiStatus>>()
   private helloListeners = new Set<Listener<CtiReply>>()
   private openWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = []
+  private seen = new Set<string>()
   private wanted = false
 
   constructor(options: CtiOptions) {
@@ -262,6 +267,12 @@ export class CtiClient {
         hello,
         (reply) => {
           if (this.socket !== socket) return
+          // The log's head: resuming from it after a reconnect replays what was missed, even when no
+          // event came before the link dropped. A head below ours means the server's log started anew.
+          if (typeof reply.last_seq === 'number' && (this.lastSeq === null || reply.last_seq < this.lastSeq)) {
+            this.lastSeq = reply.last_seq
+            this.seen.clear()
+          }
           this.attempts = 0
           this.setStatus('open')
           this.startHeartbeat(socket)
@@ -329,12 +340,23 @@ export class CtiClient {
     }
     if (typeof record.type !== 'string') return
     const event = record as CtiEvent
-    if (typeof event.seq === 'number') {
-      // Replays after a reconnect may overlap what we already saw: each event is applied once.
-      if (this.lastSeq !== null && event.seq <= this.lastSeq) return
-      this.lastSeq = event.seq
-    }
+    if (!SNAPSHOT_TYPES.has(event.type) && typeof event.seq === 'number' && !this.firstTime(event)) return
     this.emit(event)
+  }
+
+  /** Whether an event is new. Logged events have their own sequence numbers, and a replay after a
+   * reconnect may overlap what was seen: each is applied once. Frames the server makes without a log
+   * entry (a withdrawn offer's `call.ended`) carry the current head's number, shared with the event
+   * before them, so an old number alone does not make a frame a repeat: its type and call must match
+   * one seen too. Snapshots (wallboard, queue counts) are never repeats and move nothing. */
+  private firstTime(event: CtiEvent): boolean {
+    const seq = event.seq as number
+    const key = `${seq}|${event.type}|${String(event.call_id ?? '')}|${String(event.agent_id ?? '')}`
+    if (this.lastSeq !== null && seq <= this.lastSeq && this.seen.has(key)) return false
+    this.seen.add(key)
+    if (this.seen.size > SEEN_LIMIT) this.seen.delete(this.seen.values().next().value as string)
+    if (this.lastSeq === null || seq > this.lastSeq) this.lastSeq = seq
+    return true
   }
 
   private emit(event: CtiEvent): void {

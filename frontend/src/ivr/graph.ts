@@ -326,6 +326,9 @@ export function removeNode(flow: FlowDoc, nodeId: string): FlowDoc {
 
 // --- validation problems from the server ---------------------------------------------------------------------
 
+/** Keys of a 422's `fields` that mean the flow itself (the server's is `@flow`). */
+const FLOW_KEYS = new Set(['_', 'flow', '@flow'])
+
 export interface NodeProblems {
   byNode: Record<string, string[]>
   general: string[]
@@ -362,36 +365,42 @@ export function problemsByNode(fields: Record<string, unknown>, nodeIds: Iterabl
     }
     const texts = messages(value).map((text) => (rest ? `${rest}: ${text}` : text))
     if (nodeId) (result.byNode[nodeId] ??= []).push(...texts)
-    else result.general.push(...texts.map((text) => (key && key !== '_' && key !== 'flow' ? `${key}: ${text}` : text)))
+    else result.general.push(...texts.map((text) => (key && !FLOW_KEYS.has(key) ? `${key}: ${text}` : text)))
   }
   return result
 }
 
+/** A flow version as GET /api/v1/flows/{id} gives it: `{"version", "document"}`, or a bare document. */
+function versionDocument(value: unknown): { flow: FlowDoc; version: number | null } | null {
+  if (!value || typeof value !== 'object') return null
+  const record = value as Record<string, unknown>
+  if (record.document && typeof record.document === 'object' && Array.isArray((record.document as FlowDoc).nodes)) {
+    const version = typeof record.version === 'number' ? record.version : null
+    return { flow: { ...(record.document as FlowDoc), ...(version !== null ? { version } : {}) }, version }
+  }
+  if (Array.isArray((record as unknown as FlowDoc).nodes)) {
+    const flow = record as unknown as FlowDoc
+    return { flow, version: typeof flow.version === 'number' ? flow.version : null }
+  }
+  return null
+}
+
 /** The editable flow from GET /api/v1/flows/{id}: the draft when there is one, else the published flow.
- * Accepts `{"draft", "published"}` bodies and a bare flow. */
+ * Accepts `{"draft", "published"}` bodies (each a `{"version", "document"}` or a document) and a bare flow. */
 export function editableFlow(body: unknown): { flow: FlowDoc | null; publishedVersion: number | null; hasDraft: boolean } {
   if (!body || typeof body !== 'object') return { flow: null, publishedVersion: null, hasDraft: false }
   const record = body as Record<string, unknown>
-  const isFlow = (value: unknown): value is FlowDoc =>
-    !!value && typeof value === 'object' && Array.isArray((value as FlowDoc).nodes)
-  // The API's GET /flows/{id} gives each as `{version, document}` (the stored version and its flow).
-  const unwrap = (value: unknown): FlowDoc | null =>
-    isFlow(value) ? value : value && typeof value === 'object' && isFlow((value as { document?: unknown }).document) ? (value as { document: FlowDoc }).document : null
   if ('draft' in record || 'published' in record) {
-    const draft = unwrap(record.draft)
-    const published = unwrap(record.published)
-    const wrapped = record.published as { version?: unknown } | null | undefined
+    const draft = versionDocument(record.draft)
+    const published = versionDocument(record.published)
     const version =
-      typeof record.version === 'number'
-        ? record.version
-        : typeof record.published_version === 'number'
-          ? record.published_version
-          : typeof wrapped?.version === 'number'
-            ? wrapped.version
-            : (published?.version ?? null)
-    return { flow: draft ?? published, publishedVersion: version, hasDraft: draft !== null }
+      published?.version ??
+      (typeof record.published_version === 'number' ? record.published_version : null) ??
+      (typeof record.version === 'number' ? record.version : null)
+    return { flow: (draft ?? published)?.flow ?? null, publishedVersion: version, hasDraft: draft !== null }
   }
-  if (isFlow(record)) return { flow: record, publishedVersion: typeof record.version === 'number' ? record.version : null, hasDraft: false }
-  if (isFlow(record.flow)) return editableFlow(record.flow)
+  const bare = versionDocument(record)
+  if (bare) return { flow: bare.flow, publishedVersion: bare.version, hasDraft: false }
+  if (record.flow) return editableFlow(record.flow)
   return { flow: null, publishedVersion: null, hasDraft: false }
 }

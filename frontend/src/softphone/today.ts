@@ -41,6 +41,24 @@ export function todayFigures(rows: CdrRow[], agentId: string): TodayFigures {
   }
 }
 
+/** Today's figures from the ACD's view of the agent (`figures` in the `hello` reply's agent). */
+export function figuresFromAcd(figures: unknown): TodayFigures | null {
+  if (!figures || typeof figures !== 'object') return null
+  const f = figures as Record<string, unknown>
+  const number = (value: unknown) => (typeof value === 'number' && Number.isFinite(value) ? value : null)
+  const answered = number(f.calls_handled) ?? number(f.offers_answered)
+  if (answered === null) return null
+  const talk = number(f.talk_seconds) ?? 0
+  const wrapUp = number(f.wrap_up_seconds) ?? 0
+  return {
+    answered,
+    talkSeconds: talk,
+    wrapUpSeconds: wrapUp,
+    averageTalkSeconds: number(f.average_talk_seconds) ?? (answered ? talk / answered : null),
+    averageWrapUpSeconds: number(f.average_wrap_up_seconds) ?? (answered ? wrapUp / answered : null),
+  }
+}
+
 /** Midnight today in the browser's zone, as the ISO text the API takes. */
 export function startOfToday(now = new Date()): string {
   const start = new Date(now)

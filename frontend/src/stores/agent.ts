@@ -6,7 +6,7 @@ import { defineStore } from 'pinia'
 import { computed, reactive, ref, shallowRef, watch } from 'vue'
 import { api, pageItems } from '@/api/http'
 import type { ReasonCode } from '@/api/types'
-import type { CtiClient, CtiEvent, CtiReply, CtiStatus } from '@/cti/client'
+import { type CtiClient, CtiCommandError, type CtiEvent, type CtiReply, type CtiStatus } from '@/cti/client'
 import { sharedCti } from '@/cti/connection'
 import { MediaChannel, type MediaChannelState, MediaError } from '@/softphone/media'
 import {
@@ -20,7 +20,7 @@ import {
   updateFigures,
 } from '@/softphone/phone'
 import { Ringer } from '@/softphone/ringer'
-import { type CdrRow, startOfToday, type TodayFigures, todayFigures } from '@/softphone/today'
+import { type CdrRow, figuresFromAcd, startOfToday, type TodayFigures, todayFigures } from '@/softphone/today'
 import { serverClock } from '@/utils/time'
 
 export type DeviceKind = 'browser' | 'extension' | 'external'
@@ -158,6 +158,9 @@ export const useAgentStore = defineStore('agent', () => {
     phone.value = after
     const agent = (reply.agent && typeof reply.agent === 'object' ? reply.agent : reply) as Record<string, unknown>
     if (typeof agent.device === 'string') activeDevice.value = agent.device
+    // Today's figures as the ACD counts them, until the CDRs (refreshed after each call) say more.
+    const acdFigures = figuresFromAcd(agent.figures)
+    if (acdFigures && (!today.value || today.value.answered <= acdFigures.answered)) today.value = acdFigures
     const counts = reply.queue_counts ?? (agent as Record<string, unknown>).queue_counts
     if (counts && typeof counts === 'object') queueCounts.value = parseQueueCounts({ counts })
     // After a reload the server still bridges calls to this agent's browser: bring the channel back.
@@ -205,9 +208,11 @@ export const useAgentStore = defineStore('agent', () => {
     if (!agentId.value) return
     try {
       const body = await api.get<unknown>('/cdrs', { query: { from: startOfToday(), to: new Date().toISOString(), limit: 1000 } })
-      today.value = todayFigures(pageItems<CdrRow>(body).items, agentId.value)
+      const fromCdrs = todayFigures(pageItems<CdrRow>(body).items, agentId.value)
+      // The CDRs trail the ACD by a moment after each call: the fuller count wins.
+      if (!today.value || fromCdrs.answered >= today.value.answered) today.value = fromCdrs
     } catch {
-      today.value = null // not permitted or not available: the session's own figures remain
+      // not permitted or not available: the ACD's or the session's own figures remain
     }
   }
 
@@ -299,6 +304,8 @@ export const useAgentStore = defineStore('agent', () => {
     try {
       await command(muted ? 'call.mute' : 'call.unmute', { call_id: call.callId })
     } catch (error) {
+      // A server without mute on its side: the microphone's own mute is the mute.
+      if (error instanceof CtiCommandError && error.code === 'not_supported') return
       // The server did not take it: the local mute still holds, so the button keeps telling the truth about
       // the microphone; unmute locally only when asked to unmute.
       if (!muted) {

@@ -4,35 +4,48 @@
 import { defineStore } from 'pinia'
 import { computed, ref } from 'vue'
 import { api, ApiError } from '@/api/http'
-import type { Role, SessionInfo } from '@/api/types'
+import type { Permission, Role, SessionInfo } from '@/api/types'
 import { closeSharedCti } from '@/cti/connection'
-
-export const SUPERVISOR_ROLES: Role[] = ['platform_admin', 'tenant_admin', 'supervisor', 'team_leader', 'qa']
-export const ADMIN_ROLES: Role[] = ['platform_admin', 'tenant_admin']
-// Roles that may see callers' full numbers when the server sends them (the server masks for the rest).
-export const FULL_NUMBER_ROLES: Role[] = ['platform_admin', 'tenant_admin', 'supervisor']
 
 export type Page = 'agent' | 'supervisor' | 'admin'
 
+const SUPERVISION: Permission[] = ['config.read', 'live.read', 'agents.control', 'monitor', 'cdrs.read', 'recordings.listen', 'cti.agent']
+const EVERYTHING: Permission[] = [...SUPERVISION, 'config.write', 'users.manage', 'audit.read', 'numbers.full', 'export']
+/** The roles' permissions, as the server grants them; used only when a session does not list them. */
+const ROLE_PERMISSIONS: Record<Role, Permission[]> = {
+  platform_admin: EVERYTHING,
+  tenant_admin: EVERYTHING,
+  supervisor: [...SUPERVISION, 'export'],
+  team_leader: SUPERVISION,
+  qa: ['config.read', 'cdrs.read', 'recordings.listen'],
+  agent: ['cti.agent', 'cdrs.read'],
+}
+
+export function permissionsOf(info: SessionInfo | null): Set<Permission> {
+  if (!info) return new Set()
+  if (Array.isArray(info.user.permissions)) return new Set(info.user.permissions)
+  return new Set((info.user.roles ?? []).flatMap((role) => ROLE_PERMISSIONS[role] ?? []))
+}
+
 export function pagesFor(info: SessionInfo | null): Page[] {
   if (!info) return []
-  const roles = info.user.roles ?? []
+  const can = permissionsOf(info)
   const pages: Page[] = []
-  if (info.user.agent_id || roles.includes('agent')) pages.push('agent')
-  if (roles.some((role) => SUPERVISOR_ROLES.includes(role))) pages.push('supervisor')
-  // Supervisors read the configuration (docs/cti.md); only admins change it.
-  if (roles.some((role) => ADMIN_ROLES.includes(role) || role === 'supervisor')) pages.push('admin')
+  if (info.user.agent_id) pages.push('agent')
+  if (can.has('live.read')) pages.push('supervisor')
+  // Whoever may read the configuration sees the console; only config.write changes it.
+  if (can.has('config.read')) pages.push('admin')
   return pages
 }
 
-/** Where a user lands after signing in: agents at their desk, supervisors at the wallboard, admins
- * (who supervise nothing) in the console. */
+/** Where a user lands after signing in: agents at their desk, supervisors at the wallboard, admins (who
+ * supervise nothing) in the console. */
 export function homeFor(info: SessionInfo | null): string {
   const pages = pagesFor(info)
   if (!info || !pages.length) return '/login'
   if (pages.includes('agent')) return '/agent'
   const roles = info.user.roles ?? []
-  if (roles.some((role) => role === 'supervisor' || role === 'team_leader' || role === 'qa')) return '/supervisor'
+  if (pages.includes('supervisor') && roles.some((role) => role === 'supervisor' || role === 'team_leader')) return '/supervisor'
   if (pages.includes('admin')) return '/admin'
   return `/${pages[0]}`
 }
@@ -43,8 +56,10 @@ export const useSessionStore = defineStore('session', () => {
 
   const pages = computed(() => pagesFor(info.value))
   const roles = computed<Role[]>(() => info.value?.user.roles ?? [])
-  const isAdmin = computed(() => roles.value.some((role) => ADMIN_ROLES.includes(role)))
-  const mayViewFullNumbers = computed(() => roles.value.some((role) => FULL_NUMBER_ROLES.includes(role)))
+  const permissions = computed(() => permissionsOf(info.value))
+  const can = (permission: Permission) => permissions.value.has(permission)
+  const isAdmin = computed(() => can('config.write'))
+  const mayViewFullNumbers = computed(() => can('numbers.full'))
   const home = computed(() => homeFor(info.value))
 
   async function load(): Promise<SessionInfo | null> {
@@ -82,5 +97,5 @@ export const useSessionStore = defineStore('session', () => {
     info.value = null
   }
 
-  return { info, checked, pages, roles, isAdmin, mayViewFullNumbers, home, load, login, logout, forget }
+  return { info, checked, pages, roles, permissions, can, isAdmin, mayViewFullNumbers, home, load, login, logout, forget }
 })
