@@ -13,7 +13,8 @@ Models (pydantic v2, unknown fields refused):
 - :class:`Agent`: ``id`` (the agent number, 工号), ``name``, ``password_hash`` (argon2; a document may give
   ``password`` instead, which is checked and hashed on validation and never kept), ``skills`` (skill id →
   :class:`AgentSkill` level and preference 1-9; a bare number is the level), ``queues``, default
-  ``extension``.
+  ``extension``; a static agent (like a static queue member) has a ``device`` (``sip:agent@host:port``,
+  ``extension:1001``...) and ``login_on_start``: logged in there and ready whenever the configuration loads.
 - :class:`ReasonCode`: not-ready reasons and call dispositions (``kind``).
 - :class:`QueueDestination`: where a call goes when a queue is full or waited too long; written
   ``"voicemail"``, ``"callback"``, ``"hangup"``, ``"queue:<name>"`` or ``"flow:<id>"``.
@@ -228,6 +229,20 @@ class Agent(_Model):
     queues: list[ConfigId] = Field(default_factory=list, max_length=100)
     extension: str | None = Field(default=None, pattern=EXTENSION_NUMBER_PATTERN)
     enabled: bool = True
+    device: str | None = Field(default=None, max_length=256)
+    login_on_start: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from hotline.acd.agents import AcdError, parse_device  # agents imports this module
+
+        try:
+            return str(parse_device(value))
+        except AcdError as error:
+            raise ValueError(error.message) from None
 
     @field_validator("password")
     @classmethod
@@ -244,6 +259,8 @@ class Agent(_Model):
                 raise ValueError("give password or password_hash, not both")
             self.password_hash = hash_password(self.password)
             self.password = None
+        if self.login_on_start and self.device is None:
+            raise ValueError("login_on_start needs a device to log in on")
         return self
 
     @field_validator("password_hash")

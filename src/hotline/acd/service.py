@@ -283,6 +283,7 @@ class AcdService:
             try:
                 await self._load(info.id)
                 await self._restore(info.id)
+                self._static_logins(self._tenants[info.id])
             except Exception as error:  # one tenant's broken data must not keep the others from routing
                 log.error("acd.tenant_load_failed", tenant=info.id, error=repr(error))
         self._schedule(self.clock() + self.watchdog_interval, self._watchdog)
@@ -340,7 +341,7 @@ class AcdService:
 
     async def _reload(self, tenant: str) -> None:
         try:
-            await self._load(tenant)
+            self._static_logins(await self._load(tenant))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -366,6 +367,31 @@ class AcdService:
         self._dispatch(state)
         log.info("acd.configured", tenant=tenant, queues=len(config.queues), agents=len(config.agents))
         return state
+
+    def _static_logins(self, t: _Tenant) -> None:
+        """Static agents (``login_on_start`` with a ``device``, like static queue members) are logged in
+        there and ready; one already logged in (by hand, or restored after a restart) keeps its state."""
+        seats = getattr(self.directory.tenant_info(t.tenant), "seat_limit", None)
+        in_use = sum(1 for agent in t.router.agents.values() if agent.logged_in)
+        now = self.clock()
+        for agent_id, config in t.router.agent_configs.items():
+            agent = t.router.agents.get(agent_id)
+            if not config.login_on_start or config.device is None or agent is None or agent.logged_in:
+                continue
+            try:
+                device = parse_device(config.device)
+                problem = self.dialer.device_problem(t.tenant, device)
+                if problem is not None:
+                    raise AcdError("device_unavailable", problem)
+                if seats is not None and in_use >= seats:
+                    raise AcdError("seat_limit", f"all {seats} licensed seats are in use")
+                self._emit_change(t.tenant, t.router.login(agent_id, device, None, now, _now()))
+            except AcdError as error:
+                log.warning("acd.static_login_failed", tenant=t.tenant, agent=agent_id, error=error.message)
+                continue
+            in_use += 1
+            self._change(t, agent, "ready", now, changed_by="configuration")
+        self._dispatch(t)
 
     async def _tenant(self, tenant: str) -> _Tenant:
         state = self._tenants.get(tenant)
