@@ -12,7 +12,8 @@ web users, screenshots, audio checks on WAV files, and a network namespace with 
   ``INBOUND_AUDIO``: a page function returning ``{packets, energy}`` of the newest one's inbound audio.
 - ``LoopbackBaresip``: ``tests.integration.peers.Baresip`` bound to 127.0.0.1 as its network address
   (baresip finds none in a namespace with only loopback).
-- ``tone_wav(path, seconds, hz)``, ``peak(frames)``, ``wav_frames(path)``, ``channel_peaks(path)``.
+- ``tone_wav(path, seconds, hz)``, ``wav_frames(path)``, ``recording_channels(path)`` (8 kHz),
+  ``peak(samples)``, ``dominant_hz(samples, rate)``.
 """
 
 from __future__ import annotations
@@ -179,8 +180,14 @@ def peak(samples: np.ndarray) -> int:
     return int(np.abs(samples.astype(np.int32)).max()) if samples.size else 0
 
 
-def channel_peaks(path: Path) -> tuple[list[int], float]:
-    """The peak level of each channel of a recording (any format PyAV reads) and its length in seconds."""
+def dominant_hz(samples: np.ndarray, rate: int) -> float:
+    """The frequency with the most energy (a tone's pitch)."""
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    return float(np.fft.rfftfreq(samples.size, 1 / rate)[int(spectrum[1:].argmax()) + 1])
+
+
+def recording_channels(path: Path) -> list[np.ndarray]:
+    """Each channel of a recording (any format PyAV reads) as int16 samples at 8 kHz."""
     import av
 
     with av.open(str(path)) as container:
@@ -194,6 +201,4 @@ def channel_peaks(path: Path) -> tuple[list[int], float]:
                     planes = [[] for _ in range(array.shape[0])]
                 for index, row in enumerate(array):
                     planes[index].append(row)
-    joined = [np.concatenate(rows) if rows else np.zeros(0, dtype=np.int16) for rows in planes]
-    seconds = (joined[0].size / 8000) if joined else 0.0
-    return [peak(samples) for samples in joined], seconds
+    return [np.concatenate(rows) if rows else np.zeros(0, dtype=np.int16) for rows in planes]

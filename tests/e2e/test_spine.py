@@ -4,9 +4,10 @@
 microphone: a beep), chooses the browser as the phone and goes ready; the supervisor watches /supervisor.
 baresip, registered as extension 1002 and sending a 500 Hz tone, dials 4001, hears the menu and presses 1:
 the call waits in sales, the agent's browser rings with the screen pop, the agent answers. Audio flows both
-ways (the browser's inbound RTP grows with audio energy; baresip hears the agent's beeps), the call is
-recorded with both parties on their own channel, and after baresip hangs up the agent goes to wrap-up and
-back to ready after the queue's 5 s; the supervisor's page shows each step as it happens. Then the admin
+ways (the browser's inbound RTP grows with audio energy; baresip hears the agent's 400 Hz beeps), the call
+is recorded with both parties on their own channel (500 Hz left, 400 Hz right), and after baresip hangs up
+the agent goes to wrap-up and back to ready after the queue's 5 s; the supervisor's page shows each step as
+it happens. Then the admin
 changes the menu in the IVR editor (key 2 → sales, support moves to key 3, the prompts say so) and
 publishes: the next call presses 2 and is queued in sales by the new flow version. A screenshot of every
 page is saved (tmp dir and /tmp/hotline-screenshots).
@@ -35,9 +36,10 @@ from tests.e2e.harness import (
     PC_SPY,
     LoopbackBaresip,
     Screenshots,
-    channel_peaks,
     demo_web_users,
+    dominant_hz,
     peak,
+    recording_channels,
     rerun_in_loopback_namespace,
     tone_wav,
     wav_frames,
@@ -49,6 +51,8 @@ pytestmark = pytest.mark.e2e
 
 AGENT = "8001"  # on extension 1001, in queue sales
 CALLER = "1002"
+CALLER_HZ = 500  # the tone baresip sends
+FAKE_MICROPHONE_HZ = 400  # Chromium's fake microphone beeps at 400 Hz
 TENANT = "demo"
 WAIT_MS = 20_000
 # Records, in the supervisor's page, every state its cell for the agent shows (to prove each step was seen).
@@ -196,7 +200,7 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         phone = LoopbackBaresip(
             phone_dir,
             f"<sip:{CALLER}@127.0.0.1:{server.sip_port}>;auth_pass={sip_passwords[CALLER]};regint=60",
-            tone_wav(tmp_path / "caller.wav", 90, 500),
+            tone_wav(tmp_path / "caller.wav", 90, CALLER_HZ),
         )
         stack.callback(phone.stop)
         phone.start()
@@ -249,7 +253,6 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         agent_cell = f"[data-testid=wb-agent-{AGENT}]"
         wait_state(supervisor, agent_cell, "ready")
         supervisor.evaluate(WATCH_AGENT_CELL, AGENT)
-        supervisor.get_by_test_id("wb-status").filter(has_text=re.compile("实时|CTI|live", re.I)).wait_for()
         shots.take(supervisor, "supervisor-agent-ready")
 
         # 3. the phone dials 4001, presses 1 in the menu; the browser rings with the screen pop
@@ -263,12 +266,15 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         pop = agent.get_by_test_id("screen-pop")
         assert CALLER in pop.get_by_test_id("pop-caller").inner_text()
         assert "sales" in pop.get_by_test_id("pop-queue").inner_text()
-        assert pop.get_by_test_id("pop-data").is_visible(), "the screen pop shows no IVR data"
+        ivr_data = pop.get_by_test_id("pop-data").inner_text()
+        assert "welcome → hours → menu → sales" in ivr_data, f"the screen pop lacks the IVR path: {ivr_data}"
         shots.take(agent, "agent-ringing-screen-pop")
         agent.get_by_test_id("btn-answer").click()
         wait_state(agent, "[data-testid=agent-state]", "on_call")
         answered_at = time.monotonic()
         wait_state(supervisor, agent_cell, "on_call", 10_000)
+        # pushed over the CTI WebSocket (实时推送), not found by the page's fallback polling (定时刷新)
+        supervisor.get_by_test_id("wb-status").filter(has_text="实时推送").wait_for(timeout=5_000)
 
         # 4. audio both ways: the browser receives the caller's RTP with sound in it ...
         before = inbound_audio(agent)
@@ -299,6 +305,7 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         bridged = heard[len(heard) - int((talked - 0.5) * rate) : len(heard) - int(0.3 * rate)]
         assert bridged.size > rate, f"baresip's dump is too short: {heard.size} samples"
         assert peak(bridged) > 1000, f"the caller heard silence from the agent (peak {peak(bridged)})"
+        assert abs(dominant_hz(bridged, rate) - FAKE_MICROPHONE_HZ) < 25, dominant_hz(bridged, rate)
 
         # ... and the recording has both parties, each on its channel (left caller, right agent)
         stopped: list[dict[str, Any]] = []
@@ -310,15 +317,21 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         wait_until(recorded, 10, "recording.stopped")
         recording = Path(str(stopped[0]["path"]))
         assert recording.exists(), recording
-        peaks, seconds = channel_peaks(recording)
-        assert len(peaks) == 2 and seconds > 3, (peaks, seconds)
-        assert peaks[0] > 1000 and peaks[1] > 1000, f"a silent channel in {recording}: peaks {peaks}"
+        channels = recording_channels(recording)
+        assert len(channels) == 2 and channels[0].size > 3 * 8000, [c.size for c in channels]
+        peaks = [peak(channel) for channel in channels]
+        assert min(peaks) > 1000, f"a silent channel in {recording}: peaks {peaks}"
+        pitches = [round(dominant_hz(channel, 8000)) for channel in channels]
+        assert abs(pitches[0] - CALLER_HZ) < 25 and abs(pitches[1] - FAKE_MICROPHONE_HZ) < 25, pitches
         first_flow = {e["flow_version"] for e in call_events(data_dir, first_call) if "flow_version" in e}
         assert first_flow == {1}, first_flow
 
         # 6. the admin sends key 2 to sales in the IVR editor and publishes
         admin = new_page("admin")
         sign_in(admin, base, "admin", web_users["admin"])
+        admin.goto(f"{base}/admin?tab=queues")
+        admin.get_by_test_id("resource-queues").get_by_text("sales", exact=True).first.wait_for()
+        shots.take(admin, "admin-queues")
         admin.goto(f"{base}/admin?tab=flows")
         admin.get_by_test_id("flow-editor").wait_for()
         admin.get_by_test_id("flow-item-main").click()
@@ -365,6 +378,9 @@ def test_a_phone_call_reaches_the_browser_agent_and_the_next_call_follows_the_ed
         assert any(e.get("node_id") == "menu" and e.get("input") == "2" for e in exits), exits
         agent.get_by_test_id("ringing-indicator").wait_for()
         assert "sales" in agent.get_by_test_id("pop-queue").inner_text()
+        ivr_data = agent.get_by_test_id("pop-data").inner_text()
+        assert re.search(r"ivr\.version\s+2\b", ivr_data), ivr_data
+        assert re.search(r"ivr\.inputs\.menu\s+2\b", ivr_data), ivr_data
         wait_state(wallboard, agent_cell, "ringing", 10_000)
         shots.take(wallboard, "wallboard-agent-ringing")
         shots.take(agent, "agent-ringing-second-call")
