@@ -134,7 +134,7 @@ def queue_to_answer_seconds(data_dir: Path) -> list[float]:
     return [float(row[0]) for row in rows if row[0] is not None]
 
 
-def run_step(workdir: Path, rate: int, seconds: int) -> dict[str, float]:
+def run_step(workdir: Path, rate: int, seconds: int, profile: Path | None = None) -> dict[str, float]:
     data_dir = workdir / f"data-{rate}"
     make_tenant(data_dir)
     server = HotlineServer(
@@ -167,8 +167,21 @@ def run_step(workdir: Path, rate: int, seconds: int) -> dict[str, float]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    time.sleep(3)  # the UAS binds (the static agents logged in when the server started)
+    time.sleep(1)  # the UAS binds (the static agents logged in when the server started)
+    idle_before = cpu_seconds(pid)
+    time.sleep(3)
+    idle_cpu_pct = 100 * (cpu_seconds(pid) - idle_before) / 3
     calls = rate * seconds
+    profiler = None
+    if profile is not None:
+        # sample the middle of the step (py-spy's raw format: one folded stack per line)
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        out = profile / f"inbound-{rate}.txt"
+        profiler = subprocess.Popen(
+            [py_spy, "record", "-p", str(pid), "-d", str(max(5, seconds // 2)), "-f", "raw", "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     cpu_before = cpu_seconds(pid)
     started = time.monotonic()
     caller = run_sipp(
@@ -203,6 +216,8 @@ def run_step(workdir: Path, rate: int, seconds: int) -> dict[str, float]:
     )
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(pid) - cpu_before
+    if profiler is not None:
+        profiler.wait(60)
     rss = rss_bytes(pid)
     time.sleep(5)  # the agents' last BYEs
     agents.send_signal(signal.SIGUSR1)
@@ -226,6 +241,7 @@ def run_step(workdir: Path, rate: int, seconds: int) -> dict[str, float]:
         "cpu_ms_per_call": 1000 * cpu / calls,
         "cpu_pct_of_core": 100 * cpu / elapsed,
         "rss_mb": rss / 1e6,
+        "idle_cpu_pct": idle_cpu_pct,
         "setup_p50_ms": percentile(setup, 0.5),
         "setup_p99_ms": percentile(setup, 0.99),
         "queue_to_agent_p50_ms": 1000 * percentile(waits, 0.5),
@@ -257,6 +273,7 @@ def main() -> int:
     )
     parser.add_argument("--rates", default="10,40,80,100")
     parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument("--profile", type=Path, help="folder for py-spy raw profiles of each step")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: SIPp plays the callers' RTP from a pcap with raw sockets", file=sys.stderr)
@@ -282,10 +299,11 @@ def main() -> int:
             "queue_to_agent_p50_ms",
             "queue_to_agent_p99_ms",
             "rss_mb",
+            "idle_cpu_pct",
         ]
         print(" ".join(f"{k:>10}" for k in keys))
         for rate in [int(r) for r in args.rates.split(",")]:
-            row = run_step(workdir, rate, args.seconds)
+            row = run_step(workdir, rate, args.seconds, args.profile)
             print(
                 " ".join(f"{row[k]:>10.1f}" if isinstance(row[k], float) else f"{row[k]:>10}" for k in keys),
                 flush=True,
