@@ -228,16 +228,11 @@ class MockServer:
             ]
             return reply(200, {"items": rows, "total": len(rows)})
         if path == "/flows":
-            return reply(
-                200,
-                {
-                    "items": [
-                        {"id": "main", "name": DEMO_FLOW["name"], "version": 3},
-                        {"id": "survey", "name": "满意度调查 Survey", "version": 1},
-                    ],
-                    "total": 2,
-                },
-            )
+            flows = [
+                {"id": "main", "name": DEMO_FLOW["name"], "published_version": 3, "draft_version": None},
+                {"id": "survey", "name": "满意度调查 Survey", "published_version": 1, "draft_version": None},
+            ]
+            return reply(200, {"items": [{**flow, "versions": 3} for flow in flows], "total": 2})
         if path.startswith("/flows/"):
             parts = path.split("/")
             flow_id = parts[2]
@@ -265,9 +260,8 @@ class MockServer:
                         ],
                     }
                 )
-                return reply(
-                    200, {"id": flow_id, "published": flow, "draft": None, "version": flow["version"]}
-                )
+                version = {"version": flow["version"], "document": flow}
+                return reply(200, {"id": flow_id, "name": flow["name"], "published": version, "draft": None})
             if parts[3] == "draft":
                 self.draft_saves += 1
                 if self.draft_saves == 1:
@@ -283,9 +277,9 @@ class MockServer:
                             "support": "queue 'supportt' does not exist",
                         },
                     )
-                return reply(200, {"ok": True})
+                return reply(200, {"id": flow_id, "version": 4, "status": "draft"})
             if parts[3] == "publish":
-                return reply(200, {"id": flow_id, "version": 4})
+                return reply(200, {"id": flow_id, "version": 4, "status": "published"})
         kind = path.strip("/").split("/")[0]
         if kind in CONFIG:
             if method == "GET":
@@ -323,7 +317,18 @@ class MockServer:
         reply: dict[str, Any] = {"reply_to": command["id"], "ok": True}
         if op == "hello":
             if self.user and self.user.get("agent_id"):
-                reply.update(agent={"agent_id": "8001", "state": self.agent_state, "since": iso(3)}, calls=[])
+                figures = {
+                    "offers": 15,
+                    "offers_answered": 14,
+                    "calls_handled": 14,
+                    "talk_seconds": 3150.0,
+                    "wrap_up_seconds": 252.0,
+                    "average_talk_seconds": 225.0,
+                    "average_wrap_up_seconds": 18.0,
+                }
+                agent = {"agent_id": "8001", "state": self.agent_state, "since": iso(3), "figures": figures}
+                reply.update(agent=agent, calls=[])
+            reply["last_seq"] = self.seq
             assert self.ws is not None
             self.ws.send(json.dumps(reply))
             if self.user and "supervisor" in self.user["roles"]:
@@ -537,6 +542,12 @@ def main() -> int:
         page.get_by_test_id("flow-save").click()
         page.locator("[data-testid=flow-node-menu][data-invalid=true]").wait_for()
         shot(page, "12-admin-flow-problems")
+        page.get_by_test_id("flow-publish").click()  # saves the draft (accepted now), then publishes
+        page.locator(".el-message-box .el-button--primary").click()
+        page.get_by_test_id("flow-version").filter(has_text="v4").wait_for()
+        page.get_by_test_id("flow-dirty").wait_for(state="hidden")
+        if page.locator("[data-testid^=flow-node-][data-invalid=true]").count():
+            problems.append("problems stayed on the nodes after a successful save")
         for tab, name in (
             ("queues", "13-admin-queues"),
             ("agents", "14-admin-agents"),
