@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hotline.events.models import CallDataChanged, IvrNodeEntered, IvrNodeExited
+from hotline.events.models import CallDataChanged, IvrNodeEntered, IvrNodeExited, parse_event
 from hotline.ivr.interpreter import FlowResult, Interpreter, WatchdogLimits
 from hotline.ivr.schema import Flow
 from hotline.ivr.validator import load_flow
@@ -79,6 +79,9 @@ async def test_demo_events_match_the_event_models() -> None:
     assert entered == ["hours", "lang", "main", "support", "vm", "bye"]
     ended = call.events_of("ivr.flow_ended")[0]
     assert ended["outcome"] == "hung_up" and ended["path"] == entered
+    # every event of the run is a typed event the log accepts (nothing is dropped as untyped)
+    for event_type, fields in call.events:
+        parse_event({"type": event_type, "tenant": call.tenant, "call_id": call.call_id, **fields})
 
 
 async def test_demo_support_queue_timeout_goes_to_voicemail_in_english() -> None:

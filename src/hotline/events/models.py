@@ -282,6 +282,8 @@ class IvrFlowEnded(CallEvent):
     visits: int = Field(ge=0)
     seconds: float = Field(ge=0)
     last_node: str | None = Field(default=None, max_length=64)
+    # the node ids the caller went through (IVR-16), "flow/node" inside sub-flows
+    path: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class IvrWatchdog(CallEvent):
