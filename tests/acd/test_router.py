@@ -12,12 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.acd.agents import AcdError, AgentStatus, Device, InvalidTransition, mask_number, parse_device
+from hotline.acd.agents import AcdError, AgentStatus, Device, InvalidTransition, parse_device
 from hotline.acd.config import Agent, Queue
 from hotline.acd.queues import AGING_POINTS_PER_SECOND, WaitingCall
 from hotline.acd.router import Offer, Router
 from hotline.acd.strategies import matches, ready_key
 from hotline.switch.control import AllSkills, AnySkill, NotSkill, SkillAtLeast, SkillExpression
+from hotline.tenancy.masking import mask_number
 
 WALL = datetime.now(UTC)
 DEVICE = Device("sip", "sip:a@127.0.0.1:5070")
@@ -229,7 +230,8 @@ def test_bad_devices_are_refused_with_a_sentence(text: str) -> None:
 
 
 def test_numbers_are_masked_for_the_wallboard() -> None:
+    # the one rule of screens, lists and exports (TEN-06): extensions are not personal and stay whole
     assert mask_number("13812345678") == "138****5678"
     assert mask_number("02161234567") == "021****4567"
-    assert mask_number("1234") == "****"
+    assert mask_number("1002") == "1002"
     assert mask_number(None) is None

@@ -302,14 +302,3 @@ class AgentStatus:
             "queues": list(self.queues) if self.logged_in else [],
             "figures": self.figures.as_dict(),
         }
-
-
-def mask_number(number: str | None) -> str | None:
-    """A caller number as a wallboard shows it without the right to see it whole: 138****5678."""
-    if not number:
-        return number
-    if len(number) <= 4:
-        return "*" * len(number)
-    if len(number) <= 7:
-        return number[:1] + "*" * (len(number) - 3) + number[-2:]
-    return number[:3] + "*" * (len(number) - 7) + number[-4:]

@@ -73,7 +73,6 @@ from hotline.acd.agents import (
     AgentState,
     AgentStatus,
     StateChange,
-    mask_number,
     parse_device,
 )
 from hotline.acd.config import OverflowRule, Queue, QueueDestination, ReasonCode
@@ -108,6 +107,7 @@ from hotline.switch.control import (
     SkillExpression,
     Speech,
 )
+from hotline.tenancy.masking import mask_number
 
 log = get_logger("hotline.acd")
 

@@ -9,8 +9,8 @@ records, and the CTI WebSocket gateway; served by `hotline serve` on the HTTP po
 
 from hotline.api.context import AcdControl, ApiContext, BrowserPhones
 from hotline.api.errors import ApiError
-from hotline.api.masking import mask_number
 from hotline.api.server import HttpServer, build_api, create_app
+from hotline.tenancy.masking import mask_number
 
 __all__ = [
     "AcdControl",

@@ -49,7 +49,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from hotline.api.auth import principal_of, same_origin, write_audit
 from hotline.api.context import AcdControl, ApiContext, BrowserPhones, resolve
 from hotline.api.live import wallboard_view
-from hotline.api.masking import mask_fields, mask_number
 from hotline.events.bus import EventsMissed, Subscription, SubscriptionClosed
 from hotline.events.models import (
     AgentStateChanged,
@@ -68,6 +67,7 @@ from hotline.events.models import (
 )
 from hotline.log import get_logger
 from hotline.tenancy.config_store import config_objects_table
+from hotline.tenancy.masking import mask_fields, mask_number
 from hotline.tenancy.users import Principal, agents_in_scope
 
 log = get_logger(__name__)

@@ -21,8 +21,8 @@ from hotline.api.auth import context_of, require
 from hotline.api.config_routes import PageQuery
 from hotline.api.context import resolve
 from hotline.api.errors import ApiError
-from hotline.api.masking import mask_fields, mask_number
 from hotline.reporting.cdr import cdr_table
+from hotline.tenancy.masking import mask_fields, mask_number
 from hotline.tenancy.users import Principal, agents_in_scope
 
 
