@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.api.masking import mask_fields, mask_number
+from hotline.tenancy.masking import mask_fields, mask_number
 from hotline.events.models import CallAnswered, CallEnded, CallOffered, CallQueued, CallStarted
 from hotline.reporting.cdr import CdrProjection
 from tests.api.world import World, signed_in
