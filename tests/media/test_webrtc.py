@@ -163,6 +163,21 @@ async def test_answer_carries_our_host_candidate_and_opus_and_the_channel_connec
         channel.stop_receiving()
 
 
+async def test_a_host_with_no_address_to_offer_says_so_instead_of_answering(tmp_path: Path) -> None:
+    """An answer without candidates would "succeed" and never connect (calls would fail much later)."""
+    player = MediaPlayer(str(write_tone_wav(tmp_path / "mic.wav", AGENT_HZ)), loop=True)
+    browser = BrowserPeer(player.audio, None)
+    channel = WebRtcChannel(ice=IceSettings(host_addresses=()))
+    try:
+        with pytest.raises(WebRtcError, match="HOTLINE_ICE_HOST_ADDRESSES"):
+            await channel.accept_offer(await browser.offer())
+    finally:
+        await channel.close()
+        await browser.close()
+        if player.audio is not None:
+            player.audio.stop()
+
+
 async def test_a_browser_offering_only_g711_gets_pcmu(tmp_path: Path) -> None:
     async with browser_with_channel(tmp_path, codecs=["PCMU", "PCMA"]) as (_browser, channel, _states):
         assert channel.codec == "PCMU"

@@ -312,6 +312,13 @@ class WebRtcChannel:
             raise WebRtcError(f"cannot answer the offer: {error or type(error).__name__}") from None
         self._set_receiver_enabled(self._fifo is not None)  # negotiation enabled it
         local = pc.localDescription
+        if "a=candidate:" not in local.sdp:
+            # An answer without candidates "succeeds" and then never connects: say why now instead.
+            await self.close()
+            raise WebRtcError(
+                "no address to offer the browser: the host has no LAN address besides loopback; "
+                "set HOTLINE_ICE_HOST_ADDRESSES or HOTLINE_ICE_SERVERS"
+            )
         self.codec = _sending_codec(local.sdp)
         self._clock = _RTP_CLOCKS[self.codec]
         self._time_base = fractions.Fraction(1, self._clock)
