@@ -408,3 +408,28 @@ def test_baresip_registers_and_hears_the_digits_it_pressed_read_back(
     assert seconds(0, 4) > 0.2, "the welcome prompt was not heard"
     assert len(audio) / 8000 > 10, "nothing was heard after the key press"
     assert active[-8 * 8000 :].mean() > 0.1, "the digit was not read back"
+
+
+def test_echo_test_number_returns_the_callers_own_audio(server: SecureServer, tmp_path: Path) -> None:
+    """9196: the phone sends a 600 Hz tone and hears 600 Hz back (two-way audio, issue #3 item 9)."""
+    phone = Baresip(
+        tmp_path / "baresip",
+        f"<sip:1001@127.0.0.1:{server.sip_port}>;auth_pass={PASSWORDS['1001']};regint=60",
+        _tone(tmp_path / "tone.wav"),
+    ).start()
+    try:
+        assert phone.wait_for("200 OK", 10), phone.log()[-3000:]
+        phone.command(f"/dial sip:9196@127.0.0.1:{server.sip_port}")
+        assert phone.wait_for("Call established", 15), phone.log()[-3000:]
+        time.sleep(4)
+        phone.command("/hangup")
+        time.sleep(1)
+    finally:
+        phone.stop()
+    heard = phone.heard()
+    assert heard, phone.log()[-3000:]
+    audio = decode_audio_file(heard[0], 8000).astype(np.float64)
+    assert len(audio) > 2 * 8000, "the echo lasted less than 2 s"
+    middle = audio[len(audio) // 4 : 3 * len(audio) // 4]
+    spectrum = np.abs(np.fft.rfft(middle))
+    assert abs(np.argmax(spectrum) * 8000 / len(middle) - 600) < 10, "what came back is not the caller's tone"

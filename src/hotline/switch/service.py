@@ -23,6 +23,7 @@ from hotline.config import Settings
 from hotline.events.models import parse_event
 from hotline.log import get_logger
 from hotline.media.bridge import Bridge
+from hotline.media.echo import Echo
 from hotline.media.recorder import Recorder
 from hotline.media.session import MediaEngine, MediaParams
 from hotline.media.tts import SpeechSynthesizer
@@ -554,9 +555,12 @@ async def silence_test(call: Call, _value: str) -> None:
 async def echo_test(call: Call, _value: str) -> None:
     """The caller hears themself: proves two-way audio from any phone."""
     await call.answer()
-    assert call.caller is not None
-    call.caller.media.echo()
-    await call.wait_hung_up()
+    leg = call._check()
+    echo = Echo(leg.media)
+    try:
+        await call.wait_hung_up()
+    finally:
+        echo.stop()
 
 
 async def dtmf_readback(call: Call, _value: str) -> None:
