@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.tenancy.masking import mask_fields, mask_number
 from hotline.events.models import CallAnswered, CallEnded, CallOffered, CallQueued, CallStarted
 from hotline.reporting.cdr import CdrProjection
+from hotline.tenancy.masking import mask_fields, mask_number
 from tests.api.world import World, signed_in
 
 SNAPSHOT = {
