@@ -7,12 +7,13 @@ cannot touch the other tests.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,16 +229,18 @@ def _register(server: HotlineServer, tmp_path: Path, user: str, port: int) -> No
     assert (ok, failed) == (1, 0), output
 
 
-def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, tmp_path: Path) -> None:
-    """Hotline as UAC: the carrier's call to a DID rings the registered phone, which answers; the caller's
-    BYE makes Hotline send BYE to the phone."""
+@contextlib.contextmanager
+def registered_sipp_phone(
+    server: HotlineServer, tmp_path: Path, scenario: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Extension 1002 registered by SIPp, then that port answering one call with `scenario`."""
     phone_port = free_port()
     _register(server, tmp_path, "1002", phone_port)
     phone = subprocess.Popen(
         [
             "sipp",
             "-sf",
-            str(SCENARIOS / "uas_answer.xml"),
+            str(SCENARIOS / scenario),
             "-i",
             "127.0.0.1",
             "-p",
@@ -254,6 +257,16 @@ def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, t
         stderr=subprocess.STDOUT,
     )
     try:
+        yield phone
+        assert phone.wait(30) == 0, phone.stdout.read().decode() if phone.stdout else ""
+    finally:
+        phone.kill()
+
+
+def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, tmp_path: Path) -> None:
+    """Hotline as UAC: the carrier's call to a DID rings the registered phone, which answers; the caller's
+    BYE makes Hotline send BYE to the phone."""
+    with registered_sipp_phone(server, tmp_path, "uas_answer.xml"):
         ok, failed, output = sipp(
             server,
             tmp_path,
@@ -271,35 +284,10 @@ def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, t
             "2000",
         )
         assert (ok, failed) == (1, 0), output
-        assert phone.wait(30) == 0, phone.stdout.read().decode() if phone.stdout else ""
-    finally:
-        phone.kill()
 
 
 def test_cancel_of_a_ringing_extension_reaches_the_phone(server: HotlineServer, tmp_path: Path) -> None:
-    phone_port = free_port()
-    _register(server, tmp_path, "1002", phone_port)
-    phone = subprocess.Popen(
-        [
-            "sipp",
-            "-sf",
-            str(SCENARIOS / "uas_ring_until_cancel.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(phone_port),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "40s",
-            "-trace_err",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with registered_sipp_phone(server, tmp_path, "uas_ring_until_cancel.xml"):
         ok, failed, output = sipp(
             server,
             tmp_path,
@@ -315,9 +303,6 @@ def test_cancel_of_a_ringing_extension_reaches_the_phone(server: HotlineServer, 
             "1",
         )
         assert (ok, failed) == (1, 0), output
-        assert phone.wait(30) == 0, phone.stdout.read().decode() if phone.stdout else ""
-    finally:
-        phone.kill()
 
 
 def test_malformed_datagrams_get_errors_and_the_server_keeps_serving(server: HotlineServer) -> None:
@@ -381,9 +366,11 @@ def _tone(path: Path, seconds: int = 30) -> Path:
     return path
 
 
-def test_baresip_registers_and_hears_the_digits_it_pressed_read_back(
-    server: HotlineServer, tmp_path: Path
-) -> None:
+def baresip_call(
+    server: HotlineServer, tmp_path: Path, number: str, during: Callable[[Baresip], None]
+) -> np.ndarray:
+    """Extension 1001 on baresip (sending a 600 Hz tone) calls `number`, does `during`, hangs up; what it
+    heard, as 8 kHz samples."""
     phone = Baresip(
         tmp_path / "baresip",
         f"<sip:1001@127.0.0.1:{server.sip_port}>;auth_pass={PASSWORDS['1001']};regint=60",
@@ -391,44 +378,36 @@ def test_baresip_registers_and_hears_the_digits_it_pressed_read_back(
     ).start()
     try:
         assert phone.wait_for("200 OK", 10), phone.log()[-3000:]
-        phone.command(f"/dial sip:9197@127.0.0.1:{server.sip_port}")
+        phone.command(f"/dial sip:{number}@127.0.0.1:{server.sip_port}")
         assert phone.wait_for("Call established", 15), phone.log()[-3000:]
-        time.sleep(8)  # the welcome prompt, zh then en
-        phone.command("7")
-        time.sleep(9)  # 2 s for more digits, then "您按了 七 / You pressed 7"
+        during(phone)
         phone.command("/hangup")
         time.sleep(1)
     finally:
         phone.stop()
     heard = phone.heard()
     assert heard, phone.log()[-3000:]
-    audio = decode_audio_file(heard[0], 8000).astype(np.float64)
+    return decode_audio_file(heard[0], 8000).astype(np.float64)
+
+
+def test_baresip_registers_and_hears_the_digits_it_pressed_read_back(
+    server: HotlineServer, tmp_path: Path
+) -> None:
+    def press_7(phone: Baresip) -> None:
+        time.sleep(8)  # the welcome prompt, zh then en
+        phone.command("7")
+        time.sleep(9)  # 2 s for more digits, then "您按了 七 / You pressed 7"
+
+    audio = baresip_call(server, tmp_path, "9197", press_7)
     active = np.abs(audio) > 1000
-    seconds = lambda a, b: active[a * 8000 : b * 8000].mean()  # noqa: E731
-    assert seconds(0, 4) > 0.2, "the welcome prompt was not heard"
+    assert active[: 4 * 8000].mean() > 0.2, "the welcome prompt was not heard"
     assert len(audio) / 8000 > 10, "nothing was heard after the key press"
     assert active[-8 * 8000 :].mean() > 0.1, "the digit was not read back"
 
 
 def test_echo_test_number_returns_the_callers_own_audio(server: SecureServer, tmp_path: Path) -> None:
     """9196: the phone sends a 600 Hz tone and hears 600 Hz back (two-way audio, issue #3 item 9)."""
-    phone = Baresip(
-        tmp_path / "baresip",
-        f"<sip:1001@127.0.0.1:{server.sip_port}>;auth_pass={PASSWORDS['1001']};regint=60",
-        _tone(tmp_path / "tone.wav"),
-    ).start()
-    try:
-        assert phone.wait_for("200 OK", 10), phone.log()[-3000:]
-        phone.command(f"/dial sip:9196@127.0.0.1:{server.sip_port}")
-        assert phone.wait_for("Call established", 15), phone.log()[-3000:]
-        time.sleep(4)
-        phone.command("/hangup")
-        time.sleep(1)
-    finally:
-        phone.stop()
-    heard = phone.heard()
-    assert heard, phone.log()[-3000:]
-    audio = decode_audio_file(heard[0], 8000).astype(np.float64)
+    audio = baresip_call(server, tmp_path, "9196", lambda _phone: time.sleep(4))
     assert len(audio) > 2 * 8000, "the echo lasted less than 2 s"
     middle = audio[len(audio) // 4 : 3 * len(audio) // 4]
     spectrum = np.abs(np.fft.rfft(middle))
