@@ -65,6 +65,8 @@ def main() -> int:
                     str(rate * 10),
                     "-d",
                     "1000",
+                    "-recv_timeout",  # a call the server never finishes fails instead of holding the step
+                    "10000",
                     "-timeout",
                     f"{args.seconds + 60}s",
                 ],
