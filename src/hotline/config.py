@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     sip_port: int = Field(5060, ge=1, le=65535)
     sip_tls_port: int | None = Field(None, ge=1, le=65535)
     sip_ws_port: int | None = Field(None, ge=1, le=65535)
+    # RFC 3261 T1 (round-trip estimate); 64*T1 is how long a request waits for an answer
+    sip_t1: float = Field(0.5, gt=0, le=4)
+    # OPTIONS to every registered phone this often: keeps NAT bindings open, finds phones that vanished
+    sip_keepalive_seconds: float = Field(30.0, ge=1, le=3600)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     http_port: int = Field(8080, ge=1, le=65535)

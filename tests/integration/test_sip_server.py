@@ -412,3 +412,32 @@ def test_echo_test_number_returns_the_callers_own_audio(server: SecureServer, tm
     middle = audio[len(audio) // 4 : 3 * len(audio) // 4]
     spectrum = np.abs(np.fft.rfft(middle))
     assert abs(np.argmax(spectrum) * 8000 / len(middle) - 600) < 10, "what came back is not the caller's tone"
+
+
+def test_keepalive_drops_phones_that_vanished_and_keeps_live_ones(tmp_path: Path) -> None:
+    """OPTIONS to every registered phone (issue #2 item 6): a phone that answers keeps its binding, one that
+    has gone away loses it. Short timers so the test does not wait 32 s for a timeout."""
+    data_dir = tmp_path / "data"
+    create_tenant(data_dir)
+    server = HotlineServer(
+        data_dir=data_dir, env={"HOTLINE_SIP_T1": "0.05", "HOTLINE_SIP_KEEPALIVE_SECONDS": "1"}
+    ).start()
+    live = Baresip(
+        tmp_path / "baresip",
+        f"<sip:1001@127.0.0.1:{server.sip_port}>;auth_pass={PASSWORDS['1001']};regint=600",
+        _tone(tmp_path / "tone.wav"),
+    ).start()
+    try:
+        assert live.wait_for("200 OK", 10), live.log()[-2000:]
+        _register(server, tmp_path, "1003", free_port())  # SIPp registers, then exits: the phone is gone
+        deadline = time.monotonic() + 20
+        while '"user": "1003", "reason": "no answer"' not in server.log_tail(400):
+            assert time.monotonic() < deadline, server.log_tail(40)
+            time.sleep(0.5)
+        time.sleep(3)  # a few more rounds
+        log = server.log_tail(1000)
+        assert '"user": "1001", "reason": "no answer"' not in log
+        assert "OPTIONS" in live.log()  # the live phone was asked, and answered
+    finally:
+        live.stop()
+        server.stop()

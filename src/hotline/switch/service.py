@@ -33,9 +33,9 @@ from hotline.sip.auth import DigestChallenger, DigestClient, LockoutTracker
 from hotline.sip.dialog import build_request
 from hotline.sip.errors import ParseError
 from hotline.sip.message import Request
-from hotline.sip.registrar import Authenticator, LocationService, Registrar
+from hotline.sip.registrar import Authenticator, Binding, LocationService, Registrar
 from hotline.sip.stack import IncomingRequest, ServerInvite, SipStack
-from hotline.sip.transaction import Address, uri_destination
+from hotline.sip.transaction import Address, TimerConfig, uri_destination
 from hotline.sip.transport import server_tls_context
 from hotline.sip.uri import SipURI, TelURI, parse_uri
 from hotline.storage.engines import Storage
@@ -90,12 +90,17 @@ class Switch:
     targets: dict[str, TargetRunner] = field(default_factory=dict)
     queue_handler: Callable[[Call, QueueRequest], Awaitable[QueueOutcome]] | None = None
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    _keepalive: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         tls = None
         if self.settings.tls_cert is not None and self.settings.tls_key is not None:
             tls = server_tls_context(self.settings.tls_cert, self.settings.tls_key)
-        self.stack = SipStack(public_address=self.settings.public_address, tls_context=tls)
+        self.stack = SipStack(
+            public_address=self.settings.public_address,
+            tls_context=tls,
+            timers=TimerConfig(t1=self.settings.sip_t1),
+        )
         self.media = MediaEngine(
             self.settings.public_address or _media_host(self.settings.bind),
             (self.settings.rtp_port_min, self.settings.rtp_port_max),
@@ -135,9 +140,12 @@ class Switch:
             # WebSocket for browser SIP clients (RFC 7118); WSS when a certificate is configured
             points.append(("WSS" if self.stack.tls_context else "WS", host, self.settings.sip_ws_port))
         await self.stack.start(points)
+        self._keepalive = asyncio.create_task(self._keep_registrations_alive())
         await self.trunks.start()
 
     async def stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         for call in list(self.calls.values()):
             with contextlib.suppress(Exception):
                 await call.hangup("shutdown")
@@ -156,6 +164,33 @@ class Switch:
         uri = request.to.uri
         tenant: str | None = self.directory.tenant_for_domain(uri.host if isinstance(uri, SipURI) else "")
         return tenant
+
+    async def _keep_registrations_alive(self) -> None:
+        """OPTIONS to each registered phone every `sip_keepalive_seconds`: the traffic keeps NAT bindings
+        open, and a phone that answers nothing at all (timeout, transport error) loses its binding, so calls
+        are not sent into the void."""
+        while True:
+            await asyncio.sleep(self.settings.sip_keepalive_seconds)
+            self.location.expire(self.stack.now())
+            bindings = self.location.all_bindings()
+            answers = await asyncio.gather(*(self._ping(binding) for binding in bindings))
+            for binding, alive in zip(bindings, answers, strict=True):
+                if not alive and self.location.remove_source(binding.source):
+                    log.info(
+                        "sip.binding_removed", tenant=binding.tenant, user=binding.user, reason="no answer"
+                    )
+
+    async def _ping(self, binding: Binding) -> bool:
+        if not isinstance(binding.contact.uri, SipURI):
+            return True
+        request = build_request(
+            "OPTIONS",
+            binding.contact.uri,
+            f"<sip:hotline@{_host_of(binding.contact.uri)}>",
+            f"<{binding.contact.uri}>",
+        )
+        response = await self.stack.request(request, binding.source)
+        return response.status not in (408, 503)  # any answer, even an error, proves the phone is there
 
     async def _on_register(self, incoming: IncomingRequest) -> None:
         incoming.send(self.registrar.process(incoming.request, incoming.source, self.stack.now()))
