@@ -2,7 +2,7 @@
 
 One `hotline serve` on loopback with a tenant of two numbers:
 
-- 4001 → a menu (a 10 s prompt, 10 s input timeout, 5 retries: two minutes) whose key 1 leads to queue
+- 4001 → four menus in a row (a 10 s prompt, 10 s input timeout, 5 retries each) whose key 1 leads to queue
   `sales`, where no agent ever logs in (callers wait with music on hold);
 - 4002 → queue `vip` with one static agent on `sip:bridged@127.0.0.1:5072` (a SIPp UAS).
 
@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,17 +175,21 @@ def tenant_document() -> dict[str, object]:
     menu = {
         "id": "menu",
         "name": "menu",
-        "entry": "welcome",
+        "entry": "menu1",
+        # four menus in a row (each one's no-input exit is the next), so silent callers stay for minutes
         "nodes": [
             {
-                "id": "welcome",
+                "id": f"menu{n}",
                 "type": "menu",
                 "prompts": [{"kind": "file", "file": "menu-prompt.wav"}],
                 "options": {"1": "queue"},
                 "input_timeout": 10,
                 "retries": 5,
-                "exits": {"default": "@hangup"},
-            },
+                "exits": {"default": f"menu{n + 1}" if n < 4 else "@hangup"},
+            }
+            for n in range(1, 5)
+        ]
+        + [
             {"id": "queue", "type": "queue", "queue": "sales", "exits": {"default": "@hangup"}},
         ],
     }
@@ -357,7 +362,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(5)
 
 
-def measured_call(workdir: Path, label: str, seconds: float, pid: int) -> tuple[MediaFigures, float]:
+def measured_call(
+    workdir: Path, label: str, seconds: float, pid: int, after_stream: Callable[[], None] | None = None
+) -> tuple[MediaFigures, float]:
     """One bridged call through 4002; returns its media figures and the server's CPU % meanwhile."""
     caller_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     caller_sock.bind(("127.0.0.1", 0))
@@ -425,6 +432,8 @@ def measured_call(workdir: Path, label: str, seconds: float, pid: int) -> tuple[
         receiver.start()
         cpu_before, started = cpu_seconds(pid), time.monotonic()
         sent = send_stream(caller_sock, ("127.0.0.1", server_port), seconds)
+        if after_stream is not None:
+            after_stream()
         cpu_pct = 100 * (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
         receiver.join()
         return receiver.figures(sent), cpu_pct
@@ -443,7 +452,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--load", type=int, default=100, help="callers sitting in the menu and the queue")
-    parser.add_argument("--seconds", type=float, default=20, help="length of each measured stream")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10,
+        help="length of each measured stream (silent IVR callers last ~30 s)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("run as root: SIPp plays the queue callers' DTMF from a pcap with raw sockets", file=sys.stderr)
@@ -481,12 +495,18 @@ def main() -> int:
                 f"-sf queued.xml -p 5062 -mp 34000 -stf queue.csv -r {rate} -m {in_queue} -l {in_queue}"
             )
             for extra in (menu_args, queue_args):
-                common = "127.0.0.1:5060 -s 4001 -i 127.0.0.1 -trace_stat -fd 1"
+                common = "127.0.0.1:5060 -s 4001 -i 127.0.0.1 -trace_stat -fd 1 -trace_err"
                 loads.append(sipp(f"{common} {extra}".split(), workdir))
-            time.sleep(args.load / 20 + 4)  # all load callers are in; the queued ones have pressed 1
-            in_ivr = _ivr_calls(server.http_port)
-            loaded, loaded_cpu = measured_call(workdir, "loaded", args.seconds, pid)
-            in_calls = [_current_calls(workdir / name) for name in ("menu.csv", "queue.csv")]
+            time.sleep(args.load / 40 + 3)  # all load callers are in; the queued ones have pressed 1
+            in_calls: list[int] = []
+            failed = 0
+
+            def load_present() -> None:
+                nonlocal failed
+                in_calls.extend(_current_calls(workdir / name) for name in ("menu.csv", "queue.csv"))
+                failed = _failed(workdir)
+
+            loaded, loaded_cpu = measured_call(workdir, "loaded", args.seconds, pid, load_present)
         finally:
             for process in loads:
                 stop(process)
@@ -497,11 +517,13 @@ def main() -> int:
             ).fetchone()[0]
         print(f"load: {args.load} callers (half in the menu, half pressed 1 into a queue without agents)")
         print(f"calls queued in sales by the server (call.queued events): {queued_events}")
-        if in_ivr is not None:
-            print(f"calls the server reported live during the loaded run: {in_ivr}")
+        for path in sorted(workdir.glob("*_errors.log")):
+            lines = path.read_text(errors="replace").splitlines()
+            if lines:
+                print(f"{path.name}: {len(lines)} lines, e.g. {lines[min(1, len(lines) - 1)][:200]}")
         print(
-            f"load callers connected when the loaded measurement ended: {in_calls[0]} in the menu, "
-            f"{in_calls[1]} in the queue (SIPp's current calls; failed so far: {_failed(workdir)})"
+            f"load callers connected when the measured stream ended: {in_calls[0]} in the menu, "
+            f"{in_calls[1]} in the queue (SIPp's current calls; failed so far: {failed})"
         )
         header = (
             f"{'server':>8} {'sent':>6} {'recv':>6} {'loss %':>7} {'reord':>5} {'|Δt−20ms| p50':>14} "
@@ -530,19 +552,6 @@ def _current_calls(path: Path) -> int:
 
 def _failed(workdir: Path) -> int:
     return sum(_stat(workdir / name, "FailedCall(C)") for name in ("menu.csv", "queue.csv"))
-
-
-def _ivr_calls(http_port: int) -> int | None:
-    """Live calls as the server counts them, when its metrics endpoint says (else None)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    found = re.search(r"^hotline_calls_active(?:\{[^}]*\})? (\d+(?:\.\d+)?)", text, re.M)
-    return int(float(found.group(1))) if found else None
 
 
 if __name__ == "__main__":
