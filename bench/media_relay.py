@@ -575,7 +575,7 @@ def main() -> int:
         help="nice value for the relay, blasters and receiver (negative: shield them from a busy machine)",
     )
     parser.add_argument(
-        "--batch-ms", type=float, default=0.0, help="MediaEngine(batch_interval=...) in ms (0: off)"
+        "--batch-ms", type=float, default=0.5, help="MediaEngine(batch_interval=...) in ms (0: off)"
     )
     # internal: the subprocesses
     parser.add_argument("--calls", type=int, default=0)

@@ -759,27 +759,31 @@ async def test_batching_under_load_keeps_relaying_with_little_delay() -> None:
     from hotline.media.bridge import Bridge
 
     media = MediaEngine(
-        "127.0.0.1", free_port_range(40), inactivity_timeout=None, batch_interval=0.001, batch_min_sessions=2
+        "127.0.0.1",
+        free_port_range(40),
+        inactivity_timeout=None,
+        housekeeping_interval=0.1,
+        batch_interval=0.001,
+        batch_min_rate=20,
     )
     caller, agent = await RtpPeer.open(), await RtpPeer.open()
     try:
         a = await media.create_session(pcmu_params(caller))
         b = await media.create_session(pcmu_params(agent))
         bridge = Bridge(a, b)
-        await settle(0.05)
-        assert media.batching
+        assert not media.batching  # no traffic, no batching
         sent_at = []
-        for _ in range(25):
+        for _ in range(40):
             sent_at.append(time.monotonic())
             caller.send(a.local_port)
-            await asyncio.sleep(0.02)
-        assert await agent.wait_for(25)
-        delays = [r.at - t for r, t in zip(agent.received, sent_at, strict=True)]
+            await asyncio.sleep(0.01)
+        assert media.batching  # 100 packets/s: over the threshold
+        assert await agent.wait_for(40)
+        delays = [r.at - t for r, t in zip(agent.received, sent_at, strict=True)][-15:]
         assert sorted(delays)[len(delays) // 2] < 0.004  # the median packet waits about a millisecond
         bridge.unbridge()
-        b.close()
-        await settle(0.05)
-        assert not media.batching  # below the threshold the loop blocks in epoll again
+        await settle(0.3)
+        assert not media.batching  # quiet again: the loop blocks in epoll again
     finally:
         caller.close()
         agent.close()
