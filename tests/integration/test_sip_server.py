@@ -158,50 +158,35 @@ def test_wrong_passwords_are_rejected_then_locked_out(server: HotlineServer, tmp
     assert ok == 1, output
 
 
-def test_carrier_calls_are_answered_and_hung_up(server: HotlineServer, tmp_path: Path) -> None:
-    ok, failed, output = sipp(
+def carrier_calls(
+    server: HotlineServer, tmp_path: Path, number: str, *extra: str, timeout: float = 60
+) -> tuple[int, int, str]:
+    """SIPp's built-in caller from the carrier trunk's address to `number`."""
+    return sipp(
         server,
         tmp_path,
         "-sn",
         "uac",
         "-s",
-        "02161234568",
+        number,
         "-i",
         CARRIER_ADDRESS,
         "-p",
         str(free_port()),
-        "-m",
-        "20",
-        "-r",
-        "10",
-        "-d",
-        "1000",
+        *extra,
+        timeout=timeout,
     )
+
+
+def test_carrier_calls_are_answered_and_hung_up(server: HotlineServer, tmp_path: Path) -> None:
+    ok, failed, output = carrier_calls(server, tmp_path, "02161234568", "-m", "20", "-r", "10", "-d", "1000")
     assert (ok, failed) == (20, 0), output
 
 
 def test_calls_complete_when_packets_are_lost(server: HotlineServer, tmp_path: Path) -> None:
     """SIPp drops 10% of what it receives; retransmissions on both sides still complete every call."""
-    ok, failed, output = sipp(
-        server,
-        tmp_path,
-        "-sn",
-        "uac",
-        "-s",
-        "02161234568",
-        "-i",
-        CARRIER_ADDRESS,
-        "-p",
-        str(free_port()),
-        "-m",
-        "20",
-        "-r",
-        "10",
-        "-d",
-        "500",
-        "-lost",
-        "10",
-        timeout=120,
+    ok, failed, output = carrier_calls(
+        server, tmp_path, "02161234568", "-m", "20", "-r", "10", "-d", "500", "-lost", "10", timeout=120
     )
     assert ok + failed == 20, output
     assert ok >= 19, output
@@ -267,22 +252,7 @@ def test_call_to_an_extension_is_originated_and_bridged(server: HotlineServer, t
     """Hotline as UAC: the carrier's call to a DID rings the registered phone, which answers; the caller's
     BYE makes Hotline send BYE to the phone."""
     with registered_sipp_phone(server, tmp_path, "uas_answer.xml"):
-        ok, failed, output = sipp(
-            server,
-            tmp_path,
-            "-sn",
-            "uac",
-            "-s",
-            "02161234569",
-            "-i",
-            CARRIER_ADDRESS,
-            "-p",
-            str(free_port()),
-            "-m",
-            "1",
-            "-d",
-            "2000",
-        )
+        ok, failed, output = carrier_calls(server, tmp_path, "02161234569", "-m", "1", "-d", "2000")
         assert (ok, failed) == (1, 0), output
 
 
