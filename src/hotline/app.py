@@ -4,7 +4,6 @@ knows everybody (DESIGN.md)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from dataclasses import dataclass
 
@@ -93,23 +92,23 @@ class App:
             await call.wait_hung_up()
 
     async def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.web.stop()
+        """Close outside-in; a part that fails to close is logged and the others still close."""
         self.directory_watch.cancel()
-        with contextlib.suppress(Exception):
-            await self.acd.stop()
-        with contextlib.suppress(Exception):
-            await self.switch.stop()
-        with contextlib.suppress(Exception):
-            await self.cdr.stop()
-        with contextlib.suppress(Exception):
-            await self.http.aclose()
-        with contextlib.suppress(Exception):
-            await self.events.close()
-        with contextlib.suppress(Exception):
-            await self.bus.close()
-        with contextlib.suppress(Exception):
-            await self.storage.close()
+        closers = (
+            self.web.stop,
+            self.acd.stop,
+            self.switch.stop,
+            self.cdr.stop,
+            self.http.aclose,
+            self.events.close,
+            self.bus.close,
+            self.storage.close,
+        )
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("hotline.stop_failed", part=getattr(close, "__qualname__", repr(close)))
 
 
 async def serve(settings: Settings) -> None:
