@@ -100,6 +100,7 @@ Outcome = Literal["handed_off", "hung_up", "caller_hung_up", "returned", "watchd
 FlowSource = Callable[[str], Flow | None] | Mapping[str, Flow]
 
 DATA_CHANGED: Final = "call.data_changed"
+_message_tasks: set[asyncio.Future[_Step]] = set()
 NODE_ENTERED: Final = "ivr.node_entered"
 NODE_EXITED: Final = "ivr.node_exited"
 FLOW_STARTED: Final = "ivr.flow_started"
@@ -745,6 +746,14 @@ class Interpreter:
         await self._answer(run)
         if node.prompts:
             await run.call.play(self._prompts(run, node.prompts))
+        # Callers end a message by hanging up, which cancels the run: the recording and its work item
+        # (IVR-09) are finished in a task of their own all the same.
+        task = asyncio.ensure_future(self._record_message(run, node))
+        _message_tasks.add(task)
+        task.add_done_callback(_message_tasks.discard)
+        return await asyncio.shield(task)
+
+    async def _record_message(self, run: _Run, node: VoicemailNode) -> _Step:
         recording = await run.call.record(
             max_seconds=node.max_seconds, beep=node.beep, silence_timeout=node.silence_timeout
         )

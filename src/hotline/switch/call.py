@@ -218,7 +218,9 @@ class Call:
     async def record(self, *, max_seconds: float, beep: bool, silence_timeout: float) -> RecordingRef | None:
         leg = self._check()
         await self.answer()
-        return await self.switch.voicemail(self, leg, max_seconds=max_seconds, beep=beep)
+        return await self.switch.voicemail(
+            self, leg, max_seconds=max_seconds, beep=beep, silence_timeout=silence_timeout
+        )
 
     async def queue(self, request: QueueRequest) -> QueueOutcome:
         self._check()

@@ -17,15 +17,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from hotline.config import Settings
+from hotline.events.ids import new_id
 from hotline.events.models import parse_event
 from hotline.log import get_logger
 from hotline.media.bridge import Bridge
 from hotline.media.echo import Echo
-from hotline.media.recorder import Recorder
+from hotline.media.recorder import Channel, Recorder
 from hotline.media.session import MediaEngine, MediaParams
+from hotline.media.tap import ReceiveTap
 from hotline.media.tts import SpeechSynthesizer
 from hotline.media.webrtc import ChannelBridge
 from hotline.sip import sdp
@@ -42,7 +45,7 @@ from hotline.storage.engines import Storage
 from hotline.storage.eventlog import EventLog
 from hotline.switch.browser import AGENT_HANGUP, CONNECTION_LOST, SIGNED_OUT, BrowserPhones
 from hotline.switch.call import Call, Leg
-from hotline.switch.control import CallGone, QueueOutcome, QueueRequest, RecordingRef, TransferTarget
+from hotline.switch.control import CallGone, QueueOutcome, QueueRequest, RecordingRef, Tone, TransferTarget
 from hotline.switch.prompts import PromptRenderer
 from hotline.switch.region import region_of
 from hotline.switch.trunks import TrunkManager
@@ -52,6 +55,9 @@ log = get_logger("hotline.switch")
 
 # Codecs we accept, in our order of preference; telephone-event for RFC 4733 DTMF.
 AUDIO_CODECS = ("PCMU", "PCMA", "G722", "telephone-event")
+# Voicemail: a frame louder than this is speech (about -40 dBm0); a message needs this much of it.
+VOICE_RMS = 100.0
+MIN_MESSAGE_SECONDS = 0.3
 WITHHELD = {"", "anonymous", "unknown", "unavailable", "private", "restricted", "withheld"}
 
 # A target runs the call once it is set up: it answers (or not), and returns when the call is done with.
@@ -524,8 +530,61 @@ class Switch:
             }
         )
 
-    async def voicemail(self, call: Call, leg: Leg, *, max_seconds: float, beep: bool) -> RecordingRef | None:
-        return None
+    async def voicemail(
+        self, call: Call, leg: Leg, *, max_seconds: float, beep: bool, silence_timeout: float
+    ) -> RecordingRef | None:
+        """Record what the caller says (IVR-09), stored like a call recording: until the caller hangs up,
+        `max_seconds`, or `silence_timeout` of silence after they spoke. None when nothing was said."""
+        if beep:
+            await call.play([Tone((1000.0,), 400)])
+        recording_id = new_id()
+        recorder = Recorder(self.settings.data_dir / "recordings", call.tenant, recording_id)
+        loop = asyncio.get_running_loop()
+        spoken = 0.0
+        last_sound = loop.time()
+
+        def on_frame(pcm: Any, at: float) -> None:
+            nonlocal spoken, last_sound
+            recorder.write(Channel.CALLER, pcm, at)
+            if float(np.sqrt(np.mean(np.square(pcm, dtype=np.float64)))) > VOICE_RMS:
+                spoken += len(pcm) / 8000
+                last_sound = loop.time()
+
+        tap = ReceiveTap(leg.media, on_frame)
+        await self._append(
+            {
+                "type": "recording.started",
+                "tenant": call.tenant,
+                "call_id": call.id,
+                "recording_id": recording_id,
+                "path": str(recorder.path),
+                "format": recorder.format.value,
+                "leg_id": leg.id,
+            }
+        )
+        deadline = loop.time() + max_seconds
+        try:
+            while not call.hung_up and loop.time() < deadline:
+                if spoken > 0 and loop.time() - last_sound > silence_timeout:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            tap.stop()
+            info = await recorder.close()
+            await self._append(
+                {
+                    "type": "recording.stopped",
+                    "tenant": call.tenant,
+                    "call_id": call.id,
+                    "recording_id": recording_id,
+                    "path": str(info.path),
+                    "format": info.format.value,
+                    "duration_seconds": round(info.duration_seconds, 3),
+                }
+            )
+        if spoken < MIN_MESSAGE_SECONDS:
+            return None
+        return RecordingRef(recording_id, round(info.duration_seconds, 3))
 
     async def call_ended(self, call: Call, cause: str) -> None:
         if self.calls.pop(call.id, None) is None:
