@@ -57,11 +57,12 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; the socket modu
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def bound_udp_socket() -> tuple[socket.socket, int]:
+    """A socket on a free port, bound here and handed to a helper process (no race for the port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    return sock, port
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -230,10 +231,9 @@ def run_relay(args: argparse.Namespace) -> None:
 
 def run_blaster(args: argparse.Namespace) -> None:
     targets = [int(p) for p in args.targets.split(",") if p]
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", args.bind))
+    sock = socket.socket(fileno=args.fd)
     count = len(targets)
-    rng = random.Random(args.bind)
+    rng = random.Random(args.fd)
     seqs = [rng.randrange(1 << 16) for _ in targets]
     stamps = [rng.randrange(1 << 32) for _ in targets]
     ssrcs = [rng.randrange(1 << 32) for _ in targets]
@@ -279,8 +279,7 @@ def run_blaster(args: argparse.Namespace) -> None:
 
 def run_receiver(args: argparse.Namespace) -> None:
     """Agent of call 0: sends its stream to the relay, timestamps the relayed stream in the kernel."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", args.bind))
+    sock = socket.socket(fileno=args.fd)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setblocking(False)
     selector = selectors.DefaultSelector()
@@ -404,7 +403,8 @@ def run_step(
     python = sys.executable
     script = str(Path(__file__).resolve())
     niced = ["nice", "-n", str(args.nice)] if args.nice else []
-    caller_port, agent_port, receiver_port = free_udp_port(), free_udp_port(), free_udp_port()
+    (caller_socket, caller_port), (agent_socket, agent_port) = bound_udp_socket(), bound_udp_socket()
+    receiver_socket, receiver_port = bound_udp_socket()
     with tempfile.TemporaryDirectory(prefix="hotline-media-bench-") as scratch:
         relay_command = [
             *niced, python, script, "--role", "relay", "--calls", str(calls), "--ports", args.ports,
@@ -431,29 +431,26 @@ def run_step(
                 str(args.warmup),
             ]
             blasters = [
-                (caller_port, ",".join(str(p) for p in caller_ports), "blast"),
-                (agent_port, ",".join(str(p) for p in agent_ports[1:]), "blast"),
-                (receiver_port, str(agent_ports[0]), "receive"),
+                (caller_socket, ",".join(str(p) for p in caller_ports), "blast"),
+                (agent_socket, ",".join(str(p) for p in agent_ports[1:]), "blast"),
+                (receiver_socket, str(agent_ports[0]), "receive"),
             ]
-            for bind, targets, role in blasters:
-                helpers.append(
-                    subprocess.Popen(
-                        [
-                            *niced,
-                            python,
-                            script,
-                            "--role",
-                            role,
-                            "--bind",
-                            str(bind),
-                            "--targets",
-                            targets,
-                            *common,
-                        ],
-                        stdout=subprocess.PIPE,
-                        text=True,
-                    )
-                )
+            for sock, targets, role in blasters:
+                fd = sock.fileno()
+                command = [
+                    *niced,
+                    python,
+                    script,
+                    "--role",
+                    role,
+                    "--fd",
+                    str(fd),
+                    "--targets",
+                    targets,
+                    *common,
+                ]
+                helpers.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, pass_fds=[fd]))
+                sock.close()  # the helper has it now
             time.sleep(max(0.0, start_at + args.warmup - time.monotonic()))
             inodes = socket_inodes(relay.pid)
             gen_pids = [h.pid for h in helpers[:2]]
@@ -478,6 +475,8 @@ def run_step(
                     helper.kill()
                     helper.wait(timeout=10)
             relay.stop()
+            for sock in (caller_socket, agent_socket, receiver_socket):
+                sock.close()
     delta = {key: after[key] - before[key] for key in ("caller_rx", "caller_tx", "agent_rx", "agent_tx")}
     relayed = delta["caller_tx"] + delta["agent_tx"]
     cpu = cpu1 - cpu0
@@ -583,7 +582,7 @@ def main() -> int:
     parser.add_argument("--caller-port", type=int, default=0)
     parser.add_argument("--agent-port", type=int, default=0)
     parser.add_argument("--receiver-port", type=int, default=0)
-    parser.add_argument("--bind", type=int, default=0)
+    parser.add_argument("--fd", type=int, default=-1, help="the helper's socket, bound by the orchestrator")
     parser.add_argument("--targets", default="")
     parser.add_argument("--start-at", type=float, default=0.0)
     parser.add_argument("--duration", type=float, default=0.0)
