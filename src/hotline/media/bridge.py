@@ -71,11 +71,21 @@ def _payload_ticks(codec: CodecInfo, payload_size: int) -> int | None:
 class _Tap:
     """The packets one direction received since the last flush, for the recorder and in-band DTMF."""
 
-    __slots__ = ("channel", "decoders", "first_arrival", "inband", "packets", "resamplers", "timeline")
+    __slots__ = (
+        "channel",
+        "decoders",
+        "first_arrival",
+        "inband",
+        "packets",
+        "resamplers",
+        "simple",
+        "timeline",
+    )
 
     def __init__(self, channel: Channel, clock_rate: int, inband: bool) -> None:
         self.channel = channel
         self.packets: list[tuple[int, bytes]] = []
+        self.simple = True  # only the hot path added packets (simple header, the fast payload type)
         self.first_arrival = 0.0
         self.timeline = RtpTimeline(clock_rate)
         self.inband = inband
@@ -251,6 +261,7 @@ class _Path:
             if not tap.packets:
                 tap.first_arrival = now
             tap.packets.append((ts, data))
+            tap.simple = False
         if codec.name != dst_codecs.send.name and dst.can_send(codec.name):
             # the peer switched codecs (or we guessed wrong): follow it rather than transcode
             dst.set_send_codec(codec.name)
@@ -386,9 +397,9 @@ class Bridge:
         for path in (self._ab, self._ba):
             tap = path.tap
             if tap is not None and tap.packets:
-                packets = tap.packets
-                tap.packets = []
-                self._decode_tap(path, tap, packets, writes)
+                packets, simple = tap.packets, tap.simple
+                tap.packets, tap.simple = [], True
+                self._decode_tap(path, tap, packets, simple, writes)
         recorder = self.recorder
         if recorder is None:
             return
@@ -407,6 +418,7 @@ class Bridge:
         path: _Path,
         tap: _Tap,
         packets: list[tuple[int, bytes]],
+        simple: bool,
         writes: list[tuple[float, Channel, Frame]],
     ) -> None:
         codecs = path.src.codecs
@@ -421,10 +433,10 @@ class Bridge:
         step = size - 12
         count = len(packets)
         if (
-            codec is not None
+            simple  # all with a plain 12-byte header and the one fast payload type
+            and codec is not None
             and codec.name in ("PCMU", "PCMA")
             and first_ts + (count - 1) * step <= 0xFFFFFFFF
-            and all(d[0] == 0x80 and d[1] & 0x7F == pt and len(d) == size for _, d in packets)
             and [ts for ts, _ in packets] == list(range(first_ts, first_ts + count * step, step))
         ):
             # the usual batch: one codec, simple headers, no loss or reordering: one run
