@@ -107,7 +107,11 @@ def sign_in(page: Any, base: str, username: str, password: str, shots: Screensho
 def choose_exit(page: Any, key: str, node_id: str) -> None:
     """In the menu node's panel, sends `key` to the node `node_id`."""
     page.get_by_test_id(f"option-target-{key}").click()
-    page.locator(".el-select-dropdown__item:visible", has_text=re.compile(rf"^\s*{node_id}\s*$")).click()
+    # only the dropdown that is open now: closed ones stay in the DOM, hidden
+    page.locator(
+        '.el-popper[aria-hidden="false"] .el-select-dropdown__item',
+        has_text=re.compile(rf"^\s*{node_id}\s*$"),
+    ).click()
     page.wait_for_function(
         """([key, node]) => {
           const select = document.querySelector(`[data-testid="option-target-${key}"]`);
