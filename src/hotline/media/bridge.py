@@ -2,11 +2,12 @@
 
 `Bridge(a, b, recorder=None, *, recording_started=None, flush_interval=0.2)`: relays RTP between two
 configured `MediaSession`s (a = caller, b = agent) from the moment it is made.
-- Same codec on both legs (the usual case): in `datagram_received` the header of the received packet is
-  rewritten (our SSRC, continuous sequence numbers and timestamps across the peer's SSRC changes, the other
-  leg's payload type) in a copy of the datagram and sent from the other leg's socket: no decoding, no numpy,
-  no objects per packet. When the legs' preferred codecs differ but both negotiated a common one, both send
-  that one; only packets in a codec the other leg lacks are transcoded.
+- Same codec on both legs (the usual case): the bridge reads the leg's socket itself (into the engine's
+  buffer), rewrites the header there (our SSRC, continuous sequence numbers and timestamps across the peer's
+  SSRC changes, the other leg's payload type) and sends it from the other leg's socket: no decoding, no
+  numpy, no copy and no objects per packet beyond what the socket calls make. When the legs' preferred
+  codecs differ but both negotiated a common one, both send that one; only packets in a codec the other
+  leg lacks are transcoded.
 - RFC 4733 events are reported by the receiving leg (`on_dtmf`, `digits`) and passed on when the other leg
   negotiated telephone-event; a leg without telephone-event is listened to in-band.
 - `recorder` (a `hotline.media.recorder.Recorder`): the caller's audio goes to the left channel, the agent's
@@ -98,18 +99,21 @@ class _Path:
 
     __slots__ = (
         "bridge",
+        "buffer",
         "dest",
         "dst",
         "fast_pt",
         "out",
         "out_pt",
         "peer",
+        "receive",
         "relayed",
         "rx",
-        "sendto",
+        "send",
         "src",
         "tap",
         "transcoders",
+        "view",
     )
 
     def __init__(self, bridge: Bridge, src: MediaSession, dst: MediaSession) -> None:
@@ -123,18 +127,22 @@ class _Path:
         self.tap: _Tap | None = None
         self.transcoders: dict[str, Transcoder] = {}
         self.relayed = 0
-        # copies of the legs' addresses and the sending function, kept current by the bridge, so the hot
-        # path reads slots rather than the sessions' dictionaries
+        # copies of the legs' addresses and socket functions, kept current by the bridge, so the hot path
+        # reads slots rather than the sessions' dictionaries
+        self.buffer = src.engine._buffer
+        self.view = memoryview(self.buffer)
         self.peer: Address | None = None
         self.dest: Address | None = None
-        self.sendto: Callable[[Any, Any], None] | None = None
+        self.receive: Callable[[Any], tuple[int, Any]] | None = None
+        self.send: Callable[[Any, Any], Any] | None = None
         self.addresses_changed()
 
     def addresses_changed(self) -> None:
         self.peer = self.src._peer
         self.dest = self.dst._relay_addr
-        transport = self.dst._transport
-        self.sendto = None if transport is None or self.dest is None else transport.sendto
+        source, target = self.src._transport, self.dst._transport
+        self.receive = None if source is None or source.closed else source.sock.recvfrom_into
+        self.send = None if target is None or target.closed or self.dest is None else target.sock.sendto
 
     def setup(self, tap: _Tap | None) -> None:
         src_codecs, dst_codecs = self.src.codecs, self.dst.codecs
@@ -154,14 +162,25 @@ class _Path:
         self.tap = tap
         self.addresses_changed()
 
-    def forward(self, data: bytes, addr: Address) -> None:
-        """The hot path: the source leg's `datagram_received` while bridged. Every in-order packet of the
-        current source in the expected codec is handled here with slot reads and one struct call each way."""
+    def readable(self) -> None:
+        """The hot path: reads the source leg's socket while bridged. An in-order packet of the current source
+        in the expected codec is read into the engine's buffer, rewritten there and sent from the other leg's
+        socket, with slot reads and one struct call each way."""
+        receive = self.receive
+        if receive is None:
+            return
+        buffer = self.buffer
+        try:
+            size, addr = receive(buffer)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.src.error_received(error)
+            return
         if addr != self.peer and not self.src._accept_source(addr):
             return
-        size = len(data)
         if size > 12:
-            b0, b1, seq, ts, ssrc = _unpack(data, 0)
+            b0, b1, seq, ts, ssrc = _unpack(buffer, 0)
             rx = self.rx
             if b0 == 0x80 and (b1 & 0x7F) == self.fast_pt and ssrc == rx.ssrc:
                 max_seq = rx.max_seq
@@ -183,7 +202,7 @@ class _Path:
                     if tap is not None:
                         if not tap.packets:
                             tap.first_arrival = now
-                        tap.packets.append((ts, data))
+                        tap.packets.append((ts, bytes(buffer[:size])))
                     dest = self.dest
                     if dest is None:  # the other leg is held or hears DTMF: its stream stays as it is
                         return
@@ -192,9 +211,8 @@ class _Path:
                         out.last_in_seq = seq
                         out.last_in_ts = ts
                         out.time = now
-                        buf = bytearray(data)
                         _pack_into(
-                            buf,
+                            buffer,
                             0,
                             0x80,
                             (b1 & 0x80) | self.out_pt,
@@ -202,27 +220,35 @@ class _Path:
                             (ts + out.ts_offset) & 0xFFFFFFFF,
                             out.ssrc,
                         )
-                        self.sendto(buf, dest)  # type: ignore[misc]
+                        try:
+                            self.send(self.view[:size], dest)  # type: ignore[misc]
+                        except OSError:
+                            self.dst.send_errors += 1
+                            return
                         out.packets += 1
                         out.octets += size - 12
                         self.relayed += 1
                         return
-                    self._relay_mapped(data, b1 & 0x80, self.out_pt, seq, ts, ssrc, now)
+                    self._relay_mapped(bytes(buffer[:size]), b1 & 0x80, self.out_pt, seq, ts, ssrc, now)
                     return
-        self._slow(data, addr)
+        self._slow(bytes(buffer[:size]), addr)
 
     def _relay_mapped(
         self, data: bytes, marker: int, pt: int, seq: int, ts: int, ssrc: int, now: float
     ) -> None:
         """Relay one packet through the complete mapping (new source, timestamp jump, late packet)."""
         dest = self.dest
-        if dest is None or self.sendto is None:
+        if dest is None or self.send is None:
             return
         out = self.out
         out_seq, out_ts, resync = out.map(ssrc, seq, ts, now)
         buf = bytearray(data)
         _pack_into(buf, 0, data[0], (0x80 if resync else marker) | pt, out_seq, out_ts, out.ssrc)
-        self.sendto(buf, dest)
+        try:
+            self.send(buf, dest)
+        except OSError:
+            self.dst.send_errors += 1
+            return
         out.packets += 1
         out.octets += len(data) - 12
         self.relayed += 1
@@ -374,7 +400,7 @@ class Bridge:
                 tap.inband = inband
             path.setup(tap)
             relaying = not src._held and src.direction.receives
-            src.set_receiver(path.forward if relaying else None)
+            src.set_reader(path.readable if relaying else None)
         needs_tick = bool(self._taps)
         if needs_tick and not self._ticking:
             self.engine.add_ticker(self)
@@ -547,7 +573,7 @@ class Bridge:
         for leg in (self.a, self.b):
             if leg.bridge is self:
                 leg.bridge = None
-                leg.set_receiver(None)
+                leg.set_reader(None)
                 if leg.mode is SessionMode.BRIDGED:
                     leg.mode = SessionMode.IDLE
 
